@@ -1,0 +1,364 @@
+"""A thin click layer over the Python API: options, environment, exit codes, human output."""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+from dotenv import load_dotenv
+
+from .errors import UsageError
+
+EXIT_OK, EXIT_FAILED_BOOKS, EXIT_USAGE = 0, 1, 2
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
+
+log = logging.getLogger("alexandria")
+
+
+def _env(name: str) -> str:
+    return f"ALEXANDRIA_{name.upper().replace('-', '_')}"
+
+
+def opt(*decls, **kw):
+    """Every option also reads ALEXANDRIA_<OPTION> (flags beat environment beat .env)."""
+    long = next(d for d in decls if d.startswith("--"))
+    kw.setdefault("envvar", _env(long[2:]))
+    kw.setdefault("show_envvar", True)
+    return click.option(*decls, **kw)
+
+
+def model_options(f):
+    for decorator in reversed([
+        opt("--model", default="bge-m3", show_default=True,
+            help="bge-m3, embeddinggemma, minilm (offline test model), a Hugging Face id or a "
+                 "local folder."),
+        opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        opt("--dtype", default="auto", show_default=True,
+            help="auto (fp16 bge-m3 / bf16 EmbeddingGemma on CUDA; bf16 on CPUs with bf16 "
+                 "instructions, else fp32), fp32, fp16 or bf16."),
+        opt("--store", type=click.Path(path_type=Path), default=Path("data/qdrant"),
+            show_default=True, help="Embedded Qdrant Edge folder; collection C lives in STORE/C."),
+        opt("--qdrant-url", default=None, help="Use a Qdrant server instead (API key from "
+            "QDRANT_API_KEY)."),
+        opt("--collection", default=None, help="Default: alexandria_<model>, so two models "
+            "never share one."),
+        opt("--manifest", type=click.Path(path_type=Path), default=None,
+            help="Manifest SQLite file. Default: STORE/manifest.sqlite."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _api_key() -> str | None:
+    return os.environ.get("QDRANT_API_KEY") or None
+
+
+def setup_logging(log_dir: Path | None, quiet: bool, to_terminal: bool) -> Path | None:
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    log.propagate = False
+    stderr = _TqdmHandler()
+    stderr.setLevel(logging.WARNING if quiet else logging.INFO)
+    stderr.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(stderr)
+    if log_dir is None:
+        return None
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / "alexandria.log"
+        handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=10 * 2**20, backupCount=5, encoding="utf-8"
+        )
+    except OSError as e:
+        raise UsageError(f"The log folder {log_dir} is not writable ({e.strerror}).") from e
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    return path
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear the progress bar apart."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="alexandria")
+def cli() -> None:
+    """Alexandria: turn an e-book library into a searchable Qdrant vector store."""
+
+
+def ingest_options(f):
+    for decorator in reversed([
+        opt("--directory", type=click.Path(path_type=Path), default=None,
+            help="A Calibre library (with metadata.db) or any folder of EPUBs."),
+        opt("--file", "files", type=click.Path(path_type=Path), multiple=True,
+            help="One book; repeat for several (single-book test runs)."),
+        model_options,
+        opt("--batch-size", type=int, default=96, show_default=True,
+            help="Chunks per model batch."),
+        opt("--chunk-tokens", type=int, default=512, show_default=True,
+            help="Target chunk length in model tokens (capped by the model's maximum)."),
+        opt("--overlap", type=int, default=64, show_default=True, help="Tokens shared by "
+            "neighbouring chunks."),
+        opt("--formats", default="epub", show_default=True,
+            help="Format preference order for Calibre books, comma-separated."),
+        opt("--workers", type=int, default=None, help="Extraction processes (default: cores-1, "
+            "at most 4)."),
+        opt("--report", type=click.Path(path_type=Path), default=None,
+            help="Write the run report as JSON here."),
+        opt("--dry-run", is_flag=True, default=False,
+            help="Extract and chunk only: statistics and samples, no model, nothing written."),
+        opt("--force", is_flag=True, default=False, help="Re-ingest books even when unchanged."),
+        opt("--quiet", is_flag=True, default=False, help="Only warnings and the summary."),
+        opt("--log-dir", type=click.Path(path_type=Path), default=Path("logs"),
+            show_default=True, help="Run logs land here."),
+    ]):
+        f = decorator(f)
+    return f
+
+
+def _run_ingest(**kw) -> int:
+    from .pipeline import Ingest, IngestOptions, StopRequested
+    from .store import StoreError
+
+    report_file = kw.pop("report")
+    quiet = kw.pop("quiet")
+    log_dir = kw.pop("log_dir")
+    to_terminal = sys.stderr.isatty()
+    setup_logging(log_dir, quiet, to_terminal)
+    kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
+    opts = IngestOptions(api_key=_api_key(), **kw)
+    stop = StopRequested()
+    _install_signal_handlers(stop)
+    bar = _progress_bar(enabled=to_terminal and not quiet and not opts.dry_run)
+    try:
+        report = Ingest(opts, stop, progress=bar.update if bar else None).run()
+    except StoreError as e:
+        raise UsageError(f"The store failed during the run: {e}.") from e
+    finally:
+        if bar:
+            bar.close()
+    _print_summary(report)
+    if report_file:
+        Path(report_file).parent.mkdir(parents=True, exist_ok=True)
+        Path(report_file).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    if stop.signal_name:
+        return SIGNAL_EXIT.get(stop.signal_name, 130)
+    return report.exit_code
+
+
+class _Bar:
+    """tqdm over books to ingest, with chunks/min in the postfix."""
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.tqdm = tqdm(unit="book", file=sys.stderr, dynamic_ncols=True, desc="ingest")
+        self.chunks = 0
+
+    def update(self, result) -> None:
+        if result.status == "done":
+            self.chunks += result.chunks
+        self.tqdm.update(1)
+        elapsed = self.tqdm.format_dict.get("elapsed") or 0
+        if elapsed:
+            self.tqdm.set_postfix(chunks=self.chunks, per_min=int(60 * self.chunks / elapsed))
+
+    def close(self) -> None:
+        self.tqdm.close()
+
+
+def _progress_bar(enabled: bool) -> _Bar | None:
+    return _Bar() if enabled else None
+
+
+def _install_signal_handlers(stop) -> None:
+    """First signal: finish what is queued and stop cleanly. Second Ctrl-C: stop at once."""
+
+    def handler(signum, frame):
+        name = signal.Signals(signum).name
+        if stop:
+            raise KeyboardInterrupt
+        log.warning("%s received: finishing the books in flight, then stopping", name)
+        stop.set(name)
+
+    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
+def _print_summary(report) -> None:
+    r = report
+    out = click.echo
+    if r.dry_run:
+        for b in r.books:
+            if b["status"] != "done":
+                out(f"{b['status']:8} {b['title']}: {b['reason']}")
+                continue
+            tl = b["token_lengths"]
+            out(f"{b['title']}: {b['chunks']} chunks, {b['tokens']} tokens, "
+                f"{b['chapters']} chapters, tokens/chunk min {tl['min']} median {tl['median']} "
+                f"max {tl['max']}")
+            for s in b["samples"]:
+                text = " ".join(s["text"].split())[:160]
+                out(f"    [{s['chapter'] or '-'} | {s['tokens']} tok] {text}")
+    for f in r.failures:
+        out(f"failed: {f['book']} ({f['path']}): {f['reason']}", err=True)
+    vram = f"{r.vram_peak_mb:.0f} MB" if r.vram_peak_mb is not None else "n/a"
+    if r.vram_peak_nvml_mb is not None:
+        vram += f" (NVML {r.vram_peak_nvml_mb:.0f} MB)"
+    mode = "dry run: " if r.dry_run else ""
+    stopped = f", stopped by {r.interrupted}" if r.interrupted else ""
+    out(
+        f"{mode}{r.books_done} done, {r.books_skipped} skipped ({r.books_unchanged} unchanged), "
+        f"{r.books_failed} failed of {r.books_total} books; {r.chunks} chunks, {r.tokens} tokens "
+        f"in {r.elapsed_s:.1f}s ({r.chunks_per_min:.0f} chunks/min, {r.tokens_per_s:.0f} "
+        f"tokens/s); peak VRAM {vram}; {r.device or '-'} {r.model} {r.dtype or ''}{stopped}"
+    )
+
+
+@cli.command("ingest")
+@ingest_options
+def ingest_cmd(**kw) -> None:
+    """Extract, chunk, embed and store every book; resumable and incremental."""
+    sys.exit(_guard(_run_ingest, **kw))
+
+
+@cli.command("search")
+@click.argument("query")
+@opt("--top-k", type=int, default=5, show_default=True)
+@opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--author", default=None, help="Only books by this author (exact name).")
+@opt("--tag", default=None, help="Only books with this tag.")
+@opt("--language", default=None, help="Only books in this language (calibre code, e.g. eng).")
+@opt("--series", default=None, help="Only books of this series.")
+@model_options
+def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, **kw) -> None:
+    """Best chunks for QUERY, with book, authors, chapter and score."""
+
+    def run() -> int:
+        from .search import SearchOptions, search
+
+        opts = SearchOptions(top_k=top_k, author=author, tag=tag, language=language,
+                             series=series, api_key=_api_key(), **kw)
+        results = search(query, opts)
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+            return EXIT_OK
+        if not results:
+            click.echo("No results.")
+        for i, r in enumerate(results, 1):
+            click.echo(f"{i}. {r.score:.3f}  {r.title} — {', '.join(r.authors) or 'unknown'}"
+                       f"  [{r.chapter or '-'}]")
+            click.echo("   " + " ".join(r.text.split())[:300])
+        return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
+@cli.command("status")
+@opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--verify", is_flag=True, default=False,
+     help="Count each book's points in the store and report disagreements.")
+@model_options
+def status_cmd(as_json, verify, model, store, collection, manifest, qdrant_url, **_) -> None:
+    """Books done / failed / skipped / pending, from the manifest."""
+
+    def run() -> int:
+        from .status import status
+
+        s = status(model, store, collection, manifest, qdrant_url, _api_key(), verify)
+        if as_json:
+            click.echo(json.dumps(s, indent=2, ensure_ascii=False))
+            return 1 if verify and s["mismatches"] else EXIT_OK
+        t = s["totals"]
+        click.echo(f"collection {s['collection']} (manifest {s['manifest']})")
+        click.echo(f"{t['books']} books: {t['done']} done, {t['failed']} failed, "
+                   f"{t['skipped']} skipped, {t['pending'] + t['in-progress']} pending; "
+                   f"{t['chunks']} chunks, {t['tokens']} tokens")
+        if s["last_run"]:
+            lr = s["last_run"]
+            click.echo(f"last run #{lr['id']}: {lr['outcome']}, {lr['books_done']} done, "
+                       f"{lr['books_failed']} failed in {lr['elapsed_s']}s")
+        for b in s["books"]:
+            if b["status"] == "failed":
+                click.echo(f"  failed  {b['title']}: {b['reason']}  ({b['path']})")
+        if verify:
+            for b in s["books"]:
+                if b.get("mismatch"):
+                    click.echo(f"  MISMATCH {b['title']}: manifest {b['stored_points']} points, "
+                               f"store {b['store_points']}")
+            for o in s["orphans"]:
+                click.echo(f"  ORPHAN  {o['book_key']}: {o['store_points']} points in the store "
+                           "that the manifest does not know")
+            click.echo(f"verify: {s['mismatches']} mismatches, {t['store_points']} points")
+            return 1 if s["mismatches"] else EXIT_OK
+        return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
+def _guard(fn, *args, **kwargs) -> int:
+    """User mistakes and environment problems end in one sentence, never a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except UsageError as e:
+        click.echo(f"Error: {e}", err=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        click.echo("Stopped at once; the next run cleans up and resumes.", err=True)
+        return 130
+
+
+def _load_env() -> None:
+    env_file = os.environ.get("ALEXANDRIA_ENV_FILE", ".env")
+    if Path(env_file).is_file():
+        load_dotenv(env_file, override=False)
+
+
+def main() -> None:
+    _load_env()
+    cli(prog_name="alexandria")
+
+
+@click.command("ingest_books")
+@ingest_options
+def ingest_script(**kw) -> None:
+    """Extract, chunk, embed and store every book (same options as `alexandria ingest`)."""
+    sys.exit(_guard(_run_ingest, **kw))
+
+
+def script_main() -> None:
+    _load_env()
+    ingest_script(prog_name="ingest_books.py")
+
+
+@cli.command("sample-library")
+@click.argument("dest", type=click.Path(path_type=Path))
+def sample_library_cmd(dest: Path) -> None:
+    """Write a small demo Calibre library (4 EPUBs + metadata.db) to DEST, for a first run."""
+
+    def run() -> int:
+        from .sample import make_sample_library
+
+        try:
+            make_sample_library(dest)
+        except FileExistsError as e:
+            raise UsageError(str(e)) from e
+        click.echo(f"Wrote a sample Calibre library to {dest}.")
+        return EXIT_OK
+
+    sys.exit(_guard(run))

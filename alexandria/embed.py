@@ -1,0 +1,200 @@
+"""Stage 4: one cached sentence-transformers model per (model, device, dtype) for the whole process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UsageError
+from .models import ModelSpec
+
+log = logging.getLogger("alexandria")
+
+DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
+          "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    device = (device or "auto").strip().lower()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device} was requested but CUDA is not available here.")
+        if ":" in device:
+            index = device.split(":", 1)[1]
+            if not index.isdigit() or int(index) >= torch.cuda.device_count():
+                raise UsageError(
+                    f"--device {device} does not exist: this machine has "
+                    f"{torch.cuda.device_count()} CUDA device(s)."
+                )
+        return device
+    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}.")
+
+
+def cpu_has_bf16() -> bool:
+    """bf16 halves CPU time only where the CPU has bf16 instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_dtype(dtype: str, device: str, spec: ModelSpec) -> str:
+    """CUDA: the model's own (fp16 bge-m3, bf16 EmbeddingGemma). CPU: never fp16 (4x slower)."""
+    dtype = (dtype or "auto").strip().lower()
+    if dtype == "auto":
+        if device.startswith("cuda"):
+            return spec.cuda_dtype
+        return "bfloat16" if cpu_has_bf16() else "float32"
+    if dtype not in DTYPES:
+        raise UsageError(f"--dtype must be auto, fp32, fp16 or bf16, not {dtype!r}.")
+    resolved = DTYPES[dtype]
+    if device == "cpu" and resolved == "float16":
+        raise UsageError("--dtype fp16 is not supported on the CPU; use fp32 or bf16.")
+    return resolved
+
+
+@dataclass
+class Embedder:
+    spec: ModelSpec
+    device: str
+    dtype: str
+    model: object
+    # Test hook: called with the batch size before each encode; raising simulates an OOM.
+    fault_hook: Callable[[int], None] | None = None
+    oom_backoffs: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def dimension(self) -> int:
+        m = self.model
+        get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
+        return int(get())
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def tokenizer_json(self) -> str:
+        return self.model.tokenizer.backend_tokenizer.to_str()
+
+    def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """Normalised float32 rows in input order; a CUDA OOM halves the batch instead of failing."""
+        import torch
+
+        while True:
+            try:
+                if self.fault_hook is not None:
+                    self.fault_hook(batch_size)
+                with self._lock:
+                    vectors = self.model.encode(
+                        texts,
+                        batch_size=batch_size,
+                        normalize_embeddings=True,
+                        convert_to_numpy=True,
+                        show_progress_bar=False,
+                    )
+                return np.asarray(vectors, dtype=np.float32)
+            except torch.OutOfMemoryError:
+                if batch_size <= 1:
+                    raise
+                batch_size //= 2
+                self.oom_backoffs += 1
+                log.warning("out of GPU memory: retrying with batch size %d", batch_size)
+                if self.device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+
+    def encode_query(self, query: str) -> list[float]:
+        vector = self.encode_documents([self.spec.query_text(query)], batch_size=1)[0]
+        return vector.tolist()
+
+
+_CACHE: dict[tuple[str, str, str], Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_embedder(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Embedder:
+    """Loading bge-m3 takes seconds and GBs: never more than once per process."""
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device, spec)
+    key = (spec.source, device, dtype)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = Embedder(spec, device, dtype, _load(spec, device, dtype))
+        return _CACHE[key]
+
+
+def quiet_libraries() -> None:
+    """transformers 5 prints a weight-loading bar per load; cron mail wants none of it."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("transformers", "sentence_transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _load(spec: ModelSpec, device: str, dtype: str):
+    quiet_libraries()
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    try:
+        model = SentenceTransformer(
+            spec.source, device=device, model_kwargs={"dtype": getattr(torch, dtype)}
+        )
+    except Exception as e:  # hub errors, missing folders, bad configs: all one sentence
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"Model {spec.name!r} could not be loaded ({first[:200]}); use an alias "
+            "(bge-m3, embeddinggemma, minilm), a Hugging Face id or a local model folder."
+        ) from e
+    model.eval()
+    return model
+
+
+def load_tokenizer_json(spec: ModelSpec) -> tuple[str, int]:
+    """Tokenizer and maximum length without loading weights, for --dry-run."""
+    quiet_libraries()
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(spec.source)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"The tokenizer of model {spec.name!r} could not be loaded ({first[:200]})."
+        ) from e
+    max_len = _sentence_max_length(spec.source) or min(int(tok.model_max_length), 8192)
+    return tok.backend_tokenizer.to_str(), max_len
+
+
+def _sentence_max_length(source: str) -> int | None:
+    import json
+
+    cfg = Path(source) / "sentence_bert_config.json"
+    if not cfg.is_file():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            cfg = Path(hf_hub_download(source, "sentence_bert_config.json"))
+        except Exception:
+            return None
+    try:
+        return int(json.loads(cfg.read_text())["max_seq_length"])
+    except (OSError, ValueError, KeyError):
+        return None

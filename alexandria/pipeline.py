@@ -1,0 +1,673 @@
+"""The run: plan what changed, prepare books in worker processes, embed, write, record.
+
+Data flows one way: library -> plan -> prepare (workers) -> embed (this thread) -> writer thread
+(store + manifest). Only the writer thread changes the store or the manifest during a run, in the
+order the operations were queued, which is what makes a kill at any instant recoverable.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import library
+from .chunk import ChunkSettings
+from .errors import UsageError
+from .library import Book
+from .manifest import Manifest
+from .models import ModelSpec, resolve_model
+from .prepare import PreparedBook, PrepareTask, init_worker, prepare
+from .store import PointData, StoreError, VectorStore, open_store, point_id
+
+log = logging.getLogger("alexandria")
+
+UPSERT_BATCH = 512
+
+
+@dataclass
+class IngestOptions:
+    directory: Path | None = None
+    files: tuple[Path, ...] = ()
+    model: str = "bge-m3"
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 96
+    chunk_tokens: int = 512
+    overlap: int = 64
+    store: Path = Path("data/qdrant")
+    qdrant_url: str | None = None
+    api_key: str | None = None
+    collection: str | None = None
+    manifest: Path | None = None
+    formats: tuple[str, ...] = ("epub",)
+    dry_run: bool = False
+    force: bool = False
+    workers: int | None = None
+    samples: int = 3
+
+    def chunk_settings(self) -> ChunkSettings:
+        return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap)
+
+
+def default_collection(spec: ModelSpec) -> str:
+    return f"alexandria_{spec.slug}"
+
+
+def manifest_path(store: Path, manifest: Path | None) -> Path:
+    return Path(manifest) if manifest else Path(store).expanduser() / "manifest.sqlite"
+
+
+@dataclass
+class BookResult:
+    book_key: str
+    title: str
+    path: str | None
+    status: str  # done | skipped | failed | unchanged | metadata
+    reason: str | None = None
+    chunks: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class RunReport:
+    books_total: int = 0
+    books_done: int = 0
+    books_skipped: int = 0
+    books_failed: int = 0
+    books_unchanged: int = 0
+    books_metadata_updated: int = 0
+    books_removed: int = 0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    chunks: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    chunks_per_min: float = 0.0
+    tokens_per_s: float = 0.0
+    vram_peak_mb: float | None = None
+    vram_peak_nvml_mb: float | None = None
+    device: str = ""
+    model: str = ""
+    dtype: str = ""
+    collection: str = ""
+    store: str = ""
+    manifest: str = ""
+    dry_run: bool = False
+    interrupted: str | None = None
+    stages_s: dict[str, float] = field(default_factory=dict)
+    books: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.books_failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def add(self, result: BookResult) -> None:
+        self.books.append(asdict(result))
+        if result.status == "done":
+            self.books_done += 1
+            self.chunks += result.chunks
+            self.tokens += result.tokens
+        elif result.status == "failed":
+            self.books_failed += 1
+            self.failures.append(
+                {"book": result.title, "path": result.path, "reason": result.reason}
+            )
+        elif result.status == "metadata":
+            self.books_metadata_updated += 1
+            self.books_skipped += 1
+        elif result.status == "removed":
+            self.books_removed += 1
+        else:  # skipped by the library (no-epub) or unchanged since the last run
+            self.books_skipped += 1
+            if result.status == "unchanged":
+                self.books_unchanged += 1
+
+
+class StopRequested:
+    """Set by signal handlers: finish what is queued, start nothing new."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name: str | None = None
+
+    def set(self, name: str) -> None:
+        self.signal_name = name
+        self.event.set()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+# -- gathering and planning ------------------------------------------------------------------------
+
+
+def gather_books(opts: IngestOptions) -> list[Book]:
+    books: list[Book] = []
+    if opts.directory is not None:
+        books.extend(library.scan(Path(opts.directory).expanduser(), opts.formats))
+    for f in opts.files:
+        path = Path(f).expanduser()
+        if not path.exists():
+            raise UsageError(f"The file {path} does not exist.")
+        books.append(library.book_from_file(path))
+    if opts.directory is None and not opts.files:
+        raise UsageError("Nothing to ingest: give --directory PATH or --file PATH.")
+    return books
+
+
+@dataclass
+class Planned:
+    book: Book
+    action: str  # ingest | unchanged | metadata | skip | fail
+    reason: str | None = None
+    content_hash: str | None = None
+    replaces: list[str] = field(default_factory=list)  # keys of older versions at the same path
+
+
+def plan(
+    books: list[Book], rows: dict, chunker: str, model: str, force: bool
+) -> list[Planned]:
+    """Decide per book from one stat each; hash only files whose size or mtime moved."""
+    by_path = {r.source_path: r for r in rows.values() if r.source_path and r.calibre_id is None}
+    planned: list[Planned] = []
+    seen: set[str] = set()
+    for book in books:
+        if book.fail_reason:
+            book.key = book.key or f"path:{book.path}"
+            planned.append(Planned(book, "fail", book.fail_reason))
+            continue
+        if book.skip_reason:
+            book.key = book.key or f"path:{book.path}"
+            planned.append(Planned(book, "skip", book.skip_reason))
+            continue
+        content_hash = None
+        if not book.key:  # a plain file: its key is its content hash, cached by path+size+mtime
+            old = by_path.get(str(book.path))
+            if old and (old.size, old.mtime_ns) == (book.size, book.mtime_ns) and old.content_hash:
+                content_hash = old.content_hash
+            else:
+                content_hash = _hash_or_none(book)
+                if content_hash is None:
+                    book.key = f"path:{book.path}"
+                    planned.append(Planned(book, "fail", "file-missing"))
+                    continue
+            book.key = f"sha256:{content_hash[:32]}"
+        if book.key in seen:  # the same file twice (two --file flags, or a copy in the folder)
+            continue
+        seen.add(book.key)
+        row = rows.get(book.key)
+        replaces = []
+        if book.calibre_id is None:
+            old = by_path.get(str(book.path))
+            if old is not None and old.book_key != book.key and old.status != "removed":
+                replaces.append(old.book_key)
+        if force or row is None or row.status != "done":
+            planned.append(Planned(book, "ingest", content_hash=content_hash, replaces=replaces))
+            continue
+        if row.chunker != chunker or row.model != model:
+            planned.append(Planned(book, "ingest", content_hash=content_hash, replaces=replaces))
+            continue
+        if (row.size, row.mtime_ns) != (book.size, book.mtime_ns):
+            content_hash = content_hash or _hash_or_none(book)
+            if content_hash != row.content_hash:
+                planned.append(Planned(book, "ingest", content_hash=content_hash))
+                continue
+        action = "metadata" if row.meta_hash != book.metadata_hash() else "unchanged"
+        planned.append(Planned(book, action, content_hash=content_hash or row.content_hash))
+    return planned
+
+
+def _hash_or_none(book: Book) -> str | None:
+    try:
+        return library.file_hash(book.path)  # type: ignore[arg-type]
+    except OSError:
+        return None
+
+
+# -- the writer thread ---------------------------------------------------------------------------
+
+
+class Writer(threading.Thread):
+    """Owns the store and the manifest for the run; applies operations strictly in queue order."""
+
+    def __init__(
+        self, store: VectorStore, manifest_file: Path, collection: str, on_result
+    ) -> None:
+        super().__init__(name="alexandria-writer", daemon=True)
+        self.store = store
+        self.manifest_file = manifest_file
+        self.collection = collection
+        self.on_result = on_result
+        self.queue: queue.Queue = queue.Queue(maxsize=32)
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def submit(self, *op: Any) -> None:
+        while True:
+            if self.error is not None:
+                raise self.error
+            try:
+                self.queue.put(op, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        self.submit("stop")
+        self.join()
+        if self.error is not None:
+            raise self.error
+
+    def run(self) -> None:
+        manifest = Manifest(self.manifest_file)
+        try:
+            while True:
+                op = self.queue.get()
+                if op[0] == "stop":
+                    return
+                started = time.perf_counter()
+                getattr(self, f"_{op[0]}")(manifest, *op[1:])
+                self.seconds += time.perf_counter() - started
+        except BaseException as e:  # surfaced to the main thread at its next submit()
+            self.error = e
+            # Drain so the producer never blocks on a dead consumer.
+            while True:
+                try:
+                    self.queue.get_nowait()
+                except queue.Empty:
+                    break
+        finally:
+            manifest.close()
+
+    def _begin(self, m: Manifest, book: Book, fields: dict) -> None:
+        # in-progress is committed before the first point is touched: a kill from here on
+        # makes the next run delete this book's points and redo it.
+        m.upsert(self.collection, book.key, status="in-progress", reason=None, stored_points=0, **fields)
+        self.store.delete_book(book.key)
+
+    def _points(self, m: Manifest, points: list[PointData]) -> None:
+        self.store.upsert(points)
+
+    def _finish(self, m: Manifest, book: Book, result: BookResult, fields: dict, replaces) -> None:
+        self.store.flush()
+        stored = self.store.count_book(book.key)
+        if stored != result.chunks:
+            self.store.delete_book(book.key)
+            self.store.flush()
+            result.status, result.reason = "failed", "store-mismatch"
+            m.upsert(self.collection, book.key, status="failed", reason="store-mismatch",
+                     stored_points=0)
+        else:
+            m.upsert(self.collection, book.key, status="done", stored_points=stored, **fields)
+            for old in replaces:  # an older version of this file, now superseded
+                self.store.delete_book(old)
+                self.store.flush()
+                m.upsert(self.collection, old, status="removed", stored_points=0,
+                         reason="replaced")
+        self.on_result(result)
+
+    def _record(self, m: Manifest, book: Book, result: BookResult, fields: dict) -> None:
+        m.upsert(self.collection, book.key, **fields)
+        self.on_result(result)
+
+    def _metadata(self, m: Manifest, book: Book, result: BookResult, fields: dict) -> None:
+        self.store.set_book_payload(book.key, book.metadata())
+        self.store.flush()
+        m.upsert(self.collection, book.key, **fields)
+        self.on_result(result)
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+class Ingest:
+    """One run. Construct, then call run(); the CLI is a thin layer over this."""
+
+    def __init__(self, opts: IngestOptions, stop: StopRequested | None = None, progress=None):
+        self.opts = opts
+        self.stop = stop or StopRequested()
+        self.progress = progress  # callable(BookResult) or None
+        self.spec = resolve_model(opts.model)
+        self.collection = opts.collection or default_collection(self.spec)
+        self.report = RunReport(collection=self.collection, model=self.spec.name)
+        self._lock = threading.Lock()
+        self.stage = {"plan": 0.0, "prepare_wait": 0.0, "embed": 0.0, "write": 0.0}
+
+    # The writer calls this from its thread.
+    def _on_result(self, result: BookResult) -> None:
+        with self._lock:
+            self.report.add(result)
+        if result.status == "done":
+            log.info(
+                "done     %s (%d chunks, %d tokens, %.1fs)",
+                result.title, result.chunks, result.tokens, result.seconds,
+            )
+        elif result.status == "failed":
+            log.warning("failed   %s: %s", result.title, result.reason)
+        elif result.status == "metadata":
+            log.info("metadata %s: payloads updated in place", result.title)
+        if self.progress:
+            self.progress(result)
+
+    def run(self) -> RunReport:
+        started = time.perf_counter()
+        opts = self.opts
+        if opts.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1.")
+        if opts.overlap >= opts.chunk_tokens:
+            raise UsageError("--overlap must be smaller than --chunk-tokens.")
+        books = gather_books(opts)
+        if opts.dry_run:
+            return self._dry_run(books, started)
+
+        from .embed import get_embedder
+
+        embedder = get_embedder(self.spec, opts.device, opts.dtype)
+        self.embedder = embedder
+        self.report.device, self.report.dtype = embedder.device, embedder.dtype
+        store = open_store(
+            self.collection, embedder.dimension, opts.store, opts.qdrant_url, opts.api_key
+        )
+        mpath = manifest_path(opts.store, opts.manifest)
+        self.report.store = opts.qdrant_url or str(Path(opts.store).expanduser() / self.collection)
+        self.report.manifest = str(mpath)
+        manifest = Manifest(mpath)
+        vram = VramMeter(embedder.device)
+        try:
+            self._recover(manifest, store)
+            run_id = manifest.start_run(self.collection)
+            t = time.perf_counter()
+            settings = opts.chunk_settings()
+            fingerprint = f"{settings.fingerprint()}|max={embedder.max_seq_length}"
+            planned = plan(books, manifest.rows(self.collection), fingerprint, self.spec.source,
+                           opts.force)
+            self.stage["plan"] = time.perf_counter() - t
+            self.report.books_total = len(planned)
+            writer = Writer(store, mpath, self.collection, self._on_result)
+            writer.start()
+            try:
+                self._execute(planned, writer, embedder, fingerprint, run_id, vram)
+            finally:
+                if writer.is_alive():
+                    writer.close()
+                self.stage["write"] = writer.seconds
+            self._finish_report(started, vram)
+            outcome = "interrupted" if self.stop else ("failed" if self.report.books_failed else "ok")
+            manifest.finish_run(run_id, outcome, self._summary_dict())
+        finally:
+            manifest.close()
+            store.close()
+        return self.report
+
+    def _recover(self, manifest: Manifest, store: VectorStore) -> None:
+        """A row left in-progress means a killed run: its points may be partial, so drop them."""
+        for key in manifest.in_progress(self.collection):
+            store.delete_book(key)
+            store.flush()
+            manifest.upsert(self.collection, key, status="pending", stored_points=0,
+                            reason="interrupted")
+            log.info("recovered %s from an interrupted run: its points were removed", key)
+
+    def _row_fields(self, p: Planned, fingerprint: str, run_id: int) -> dict[str, Any]:
+        b = p.book
+        return {
+            "calibre_id": b.calibre_id,
+            "title": b.title,
+            "source_path": str(b.path) if b.path else None,
+            "size": b.size,
+            "mtime_ns": b.mtime_ns,
+            "content_hash": p.content_hash,
+            "meta_hash": b.metadata_hash(),
+            "model": self.spec.source,
+            "chunker": fingerprint,
+            "run_id": run_id,
+        }
+
+    def _execute(self, planned, writer: Writer, embedder, fingerprint, run_id, vram) -> None:
+        to_ingest: list[Planned] = []
+        for p in planned:
+            b = p.book
+            fields = self._row_fields(p, fingerprint, run_id)
+            if p.action == "ingest":
+                to_ingest.append(p)
+            elif p.action in ("skip", "fail"):
+                status = "skipped" if p.action == "skip" else "failed"
+                result = BookResult(b.key, b.title, _str(b.path), status, p.reason)
+                fields.update(status=status, reason=p.reason)
+                writer.submit("record", b, result, fields)
+            elif p.action == "metadata":
+                result = BookResult(b.key, b.title, _str(b.path), "metadata")
+                writer.submit("metadata", b, result, {"meta_hash": fields["meta_hash"],
+                                                      "title": b.title, "run_id": run_id})
+            else:
+                result = BookResult(b.key, b.title, _str(b.path), "unchanged")
+                writer.submit("record", b, result, {"size": b.size, "mtime_ns": b.mtime_ns,
+                                                    "source_path": fields["source_path"]})
+        if not to_ingest:
+            return
+        tasks = {
+            p.book.key: PrepareTask(p.book.key, str(p.book.path), p.book.fmt or "epub", p.book.title)
+            for p in to_ingest
+        }
+        by_key = {p.book.key: p for p in to_ingest}
+        workers = self.opts.workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+        ctx = multiprocessing.get_context("spawn")  # torch is loaded here: never fork it
+        initargs = (embedder.tokenizer_json(), embedder.max_seq_length,
+                    self.opts.chunk_settings(), self.spec.document_template)
+        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+                                 initargs=initargs) as pool:
+            queue_keys = deque(tasks)
+            inflight: dict[Future, str] = {}
+            window = workers * 2
+            while (queue_keys or inflight) and not self.stop:
+                while queue_keys and len(inflight) < window:
+                    key = queue_keys.popleft()
+                    inflight[pool.submit(prepare, tasks[key])] = key
+                t = time.perf_counter()
+                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                self.stage["prepare_wait"] += time.perf_counter() - t
+                ready = [f.result() for f in done]
+                for f in done:
+                    inflight.pop(f)
+                self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id, vram)
+            for f in inflight:
+                f.cancel()
+
+    def _embed_and_write(self, ready: list[PreparedBook], by_key, writer, embedder, fingerprint,
+                         run_id, vram) -> None:
+        good = []
+        for prepared in ready:
+            p: Planned = by_key[prepared.book_key]
+            b = p.book
+            if prepared.reason:
+                result = BookResult(b.key, b.title, _str(b.path), "failed", prepared.reason)
+                fields = self._row_fields(p, fingerprint, run_id)
+                fields.update(status="failed", reason=prepared.reason,
+                              warnings=_warn(prepared.warnings, prepared.detail),
+                              content_hash=prepared.content_hash or p.content_hash)
+                writer.submit("record", b, result, fields)
+            else:
+                good.append(prepared)
+        # Several small books share one encode call so the model sees full batches.
+        group: list[PreparedBook] = []
+        for prepared in good:
+            if self.stop:
+                return
+            group.append(prepared)
+            if sum(len(g.chunks) for g in group) >= self.opts.batch_size * 8:
+                self._embed_group(group, by_key, writer, embedder, fingerprint, run_id, vram)
+                group = []
+        if group and not self.stop:
+            self._embed_group(group, by_key, writer, embedder, fingerprint, run_id, vram)
+
+    def _embed_group(self, group, by_key, writer, embedder, fingerprint, run_id, vram) -> None:
+        started = time.perf_counter()
+        texts = []
+        for prepared in group:
+            title = by_key[prepared.book_key].book.title or prepared.title or ""
+            texts.extend(self.spec.document_text(c.text, title) for c in prepared.chunks)
+        vectors = embedder.encode_documents(texts, self.opts.batch_size)
+        embed_s = time.perf_counter() - started
+        self.stage["embed"] += embed_s
+        vram.sample()
+        total_tokens = sum(p.tokens for p in group) or 1
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        row = 0
+        for prepared in group:
+            p: Planned = by_key[prepared.book_key]
+            b = p.book
+            if b.calibre_id is None:  # a plain file: the EPUB's own metadata is all there is
+                b.title = prepared.title or b.title
+                b.authors = prepared.authors or b.authors
+                b.languages = [prepared.language] if prepared.language else b.languages
+            fields = self._row_fields(p, fingerprint, run_id)
+            fields["content_hash"] = prepared.content_hash
+            fields["meta_hash"] = b.metadata_hash()
+            writer.submit("begin", b, fields)
+            base = b.metadata()
+            base.update(model=self.spec.name, ingested_at=now)
+            points = []
+            for chunk in prepared.chunks:
+                payload = dict(base)
+                payload.update(
+                    text=chunk.text, chapter=chunk.chapter, chapter_index=chunk.chapter_index,
+                    chunk_index=chunk.index, char_start=chunk.char_start,
+                    char_end=chunk.char_end, tokens=chunk.tokens,
+                )
+                points.append(PointData(point_id(b.key, chunk.index), vectors[row].tolist(),
+                                        payload))
+                row += 1
+                if len(points) >= UPSERT_BATCH:
+                    writer.submit("points", points)
+                    points = []
+            if points:
+                writer.submit("points", points)
+            share = embed_s * prepared.tokens / total_tokens
+            seconds = prepared.seconds + share
+            result = BookResult(b.key, b.title, _str(b.path), "done", None,
+                                len(prepared.chunks), prepared.tokens, seconds)
+            fields.update(
+                chunks=len(prepared.chunks), tokens=prepared.tokens, seconds=seconds,
+                chunks_per_min=60 * len(prepared.chunks) / seconds if seconds else None,
+                tokens_per_s=prepared.tokens / seconds if seconds else None,
+                vram_peak_mb=vram.peak_mb, reason=None,
+                warnings=_warn(prepared.warnings, ""),
+            )
+            writer.submit("finish", b, result, fields, list(p.replaces))
+
+    def _finish_report(self, started: float, vram: VramMeter) -> None:
+        r = self.report
+        r.elapsed_s = round(time.perf_counter() - started, 3)
+        if r.elapsed_s > 0:
+            r.chunks_per_min = round(60 * r.chunks / r.elapsed_s, 1)
+            r.tokens_per_s = round(r.tokens / r.elapsed_s, 1)
+        r.vram_peak_mb, r.vram_peak_nvml_mb = vram.peak_mb, vram.nvml_peak_mb
+        r.stages_s = {k: round(v, 3) for k, v in self.stage.items()}
+        r.interrupted = self.stop.signal_name
+
+    def _summary_dict(self) -> dict[str, Any]:
+        d = self.report.to_dict()
+        d.pop("books", None)
+        return d
+
+    def _dry_run(self, books: list[Book], started: float) -> RunReport:
+        """Extract and chunk only: no model weights, no store, no manifest."""
+        from .embed import load_tokenizer_json
+
+        tokenizer_json, max_len = load_tokenizer_json(self.spec)
+        init_worker(tokenizer_json, max_len, self.opts.chunk_settings(), self.spec.document_template)
+        r = self.report
+        r.dry_run = True
+        r.books_total = len(books)
+        for b in books:
+            if b.fail_reason or b.skip_reason:
+                status = "failed" if b.fail_reason else "skipped"
+                r.add(BookResult(b.key, b.title, _str(b.path), status,
+                                 b.fail_reason or b.skip_reason))
+                continue
+            prepared = prepare(PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title))
+            if prepared.reason:
+                r.add(BookResult(b.key, b.title, _str(b.path), "failed", prepared.reason))
+                continue
+            result = BookResult(b.key, prepared.title if b.calibre_id is None else b.title,
+                                _str(b.path), "done", None, len(prepared.chunks),
+                                prepared.tokens, prepared.seconds)
+            r.add(result)
+            lengths = sorted(c.tokens for c in prepared.chunks)
+            r.books[-1]["token_lengths"] = {
+                "min": lengths[0], "median": lengths[len(lengths) // 2], "max": lengths[-1],
+                "mean": round(sum(lengths) / len(lengths), 1),
+            }
+            r.books[-1]["chapters"] = len({c.chapter_index for c in prepared.chunks})
+            step = max(1, len(prepared.chunks) // max(1, self.opts.samples))
+            r.books[-1]["samples"] = [
+                {"chapter": c.chapter, "tokens": c.tokens, "text": c.text[:300]}
+                for c in prepared.chunks[::step][: self.opts.samples]
+            ]
+        self._finish_report(started, VramMeter("cpu"))
+        return r
+
+
+class VramMeter:
+    """Peak device memory, from torch and, where the driver is there, from NVML."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.peak_mb: float | None = None
+        self.nvml_peak_mb: float | None = None
+        self._handle = None
+        if not device.startswith("cuda"):
+            return
+        import torch
+
+        torch.cuda.reset_peak_memory_stats(device)
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception:  # no NVML library or no permission: torch's number still stands
+            self._handle = None
+
+    def sample(self) -> None:
+        if not self.device.startswith("cuda"):
+            return
+        import torch
+
+        self.peak_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        if self._handle is not None:
+            import pynvml
+
+            used = pynvml.nvmlDeviceGetMemoryInfo(self._handle).used / 2**20
+            self.nvml_peak_mb = round(max(self.nvml_peak_mb or 0.0, used), 1)
+
+
+def _str(path: Path | None) -> str | None:
+    return str(path) if path else None
+
+
+def _warn(warnings: list[str], detail: str) -> str | None:
+    parts = list(warnings) + ([detail] if detail else [])
+    return "; ".join(parts) if parts else None
+
+
+def ingest(opts: IngestOptions, stop: StopRequested | None = None) -> RunReport:
+    """The Python API: run one ingest and return its report."""
+    try:
+        return Ingest(opts, stop).run()
+    except StoreError as e:
+        raise UsageError(f"The store failed during the run: {e}.") from e

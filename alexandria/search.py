@@ -1,0 +1,79 @@
+"""Query side: the same model and collection as the ingest, so vectors are comparable."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .models import resolve_model
+from .pipeline import default_collection
+from .store import open_store
+
+
+@dataclass
+class SearchOptions:
+    model: str = "bge-m3"
+    device: str = "auto"
+    dtype: str = "auto"
+    store: Path = Path("data/qdrant")
+    qdrant_url: str | None = None
+    api_key: str | None = None
+    collection: str | None = None
+    top_k: int = 5
+    author: str | None = None
+    tag: str | None = None
+    language: str | None = None
+    series: str | None = None
+    book_key: str | None = None
+
+
+@dataclass
+class Result:
+    score: float
+    title: str
+    authors: list[str]
+    chapter: str
+    text: str
+    book_key: str
+    chunk_index: int | None
+    payload: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "score": self.score, "title": self.title, "authors": self.authors,
+            "chapter": self.chapter, "text": self.text, "book_key": self.book_key,
+            "chunk_index": self.chunk_index, "calibre_id": self.payload.get("calibre_id"),
+            "chapter_index": self.payload.get("chapter_index"),
+            "source_path": self.payload.get("source_path"),
+        }
+
+
+def search(query: str, opts: SearchOptions) -> list[Result]:
+    from .embed import get_embedder
+
+    spec = resolve_model(opts.model)
+    collection = opts.collection or default_collection(spec)
+    embedder = get_embedder(spec, opts.device, opts.dtype)
+    store = open_store(collection, embedder.dimension, opts.store, opts.qdrant_url, opts.api_key)
+    try:
+        must = {k: v for k, v in {
+            "authors": opts.author, "tags": opts.tag, "language": opts.language,
+            "series": opts.series, "book_key": opts.book_key,
+        }.items() if v}
+        hits = store.search(embedder.encode_query(query), opts.top_k, must or None)
+    finally:
+        store.close()
+    return [
+        Result(
+            score=h.score,
+            title=h.payload.get("title") or "",
+            authors=list(h.payload.get("authors") or []),
+            chapter=h.payload.get("chapter") or "",
+            text=h.payload.get("text") or "",
+            book_key=h.payload.get("book_key") or "",
+            chunk_index=h.payload.get("chunk_index"),
+            payload=h.payload,
+        )
+        for h in hits
+    ]
