@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from semantic_text_splitter import TextSplitter
 from tokenizers import Tokenizer
 
-from .extract import Chapter
+if TYPE_CHECKING:
+    from .extract import Chapter
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dotenv import load_dotenv
 
 from .errors import UsageError
 
-EXIT_OK, EXIT_FAILED_BOOKS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED_BOOKS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 log = logging.getLogger("alexandria")
@@ -321,6 +321,15 @@ def _guard(fn, *args, **kwargs) -> int:
     except KeyboardInterrupt:
         click.echo("Stopped at once; the next run cleans up and resumes.", err=True)
         return 130
+    except Exception as e:  # a bug: one sentence here, the traceback in the log file
+        log.debug("unexpected error", exc_info=True)
+        for handler in log.handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.handle(log.makeRecord(log.name, logging.ERROR, "", 0, "unexpected error",
+                                              None, sys.exc_info()))
+        click.echo(f"Error: unexpected {type(e).__name__}: {e} (the log has the details).",
+                   err=True)
+        return EXIT_INTERNAL
 
 
 def _load_env() -> None:

@@ -295,7 +295,8 @@ class Writer(threading.Thread):
     def _begin(self, m: Manifest, book: Book, fields: dict) -> None:
         # in-progress is committed before the first point is touched: a kill from here on
         # makes the next run delete this book's points and redo it.
-        m.upsert(self.collection, book.key, status="in-progress", reason=None, stored_points=0, **fields)
+        m.upsert(self.collection, book.key, **{**fields, "status": "in-progress", "reason": None,
+                                               "stored_points": 0})
         self.store.delete_book(book.key)
 
     def _points(self, m: Manifest, points: list[PointData]) -> None:
@@ -311,7 +312,8 @@ class Writer(threading.Thread):
             m.upsert(self.collection, book.key, status="failed", reason="store-mismatch",
                      stored_points=0)
         else:
-            m.upsert(self.collection, book.key, status="done", stored_points=stored, **fields)
+            m.upsert(self.collection, book.key, **{**fields, "status": "done",
+                                                   "stored_points": stored})
             for old in replaces:  # an older version of this file, now superseded
                 self.store.delete_book(old)
                 self.store.flush()
@@ -450,11 +452,12 @@ class Ingest:
                 writer.submit("record", b, result, fields)
             elif p.action == "metadata":
                 result = BookResult(b.key, b.title, _str(b.path), "metadata")
-                writer.submit("metadata", b, result, {"meta_hash": fields["meta_hash"],
+                writer.submit("metadata", b, result, {"status": "done", "meta_hash": fields["meta_hash"],
                                                       "title": b.title, "run_id": run_id})
             else:
                 result = BookResult(b.key, b.title, _str(b.path), "unchanged")
-                writer.submit("record", b, result, {"size": b.size, "mtime_ns": b.mtime_ns,
+                writer.submit("record", b, result, {"status": "done", "size": b.size,
+                                                    "mtime_ns": b.mtime_ns,
                                                     "source_path": fields["source_path"]})
         if not to_ingest:
             return
