@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -14,6 +15,7 @@ import click
 from dotenv import load_dotenv
 
 from .errors import UsageError
+from .lock import EXIT_LOCKED, LockBusy
 
 EXIT_OK, EXIT_FAILED_BOOKS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
@@ -125,18 +127,22 @@ def ingest_options(f):
         opt("--quiet", is_flag=True, default=False, help="Only warnings and the summary."),
         opt("--log-dir", type=click.Path(path_type=Path), default=Path("logs"),
             show_default=True, help="Run logs land here."),
+        opt("--wait-lock", type=float, default=0.0, show_default=True, metavar="SECONDS",
+            help="When another run holds the store, wait this long instead of exiting with 75."),
     ]):
         f = decorator(f)
     return f
 
 
 def _run_ingest(**kw) -> int:
-    from .pipeline import Ingest, IngestOptions, StopRequested
+    from .lock import LOCK_NAME, RunLock
+    from .pipeline import Ingest, IngestOptions, StopRequested, manifest_path
     from .store import StoreError
 
     report_file = kw.pop("report")
     quiet = kw.pop("quiet")
     log_dir = kw.pop("log_dir")
+    wait_lock = kw.pop("wait_lock")
     to_terminal = sys.stderr.isatty()
     setup_logging(log_dir, quiet, to_terminal)
     kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
@@ -144,8 +150,11 @@ def _run_ingest(**kw) -> int:
     stop = StopRequested()
     _install_signal_handlers(stop)
     bar = _progress_bar(enabled=to_terminal and not quiet and not opts.dry_run)
+    lock = (contextlib.nullcontext() if opts.dry_run
+            else RunLock(manifest_path(opts.store, opts.manifest).parent / LOCK_NAME, wait_lock))
     try:
-        report = Ingest(opts, stop, progress=bar.update if bar else None).run()
+        with lock:
+            report = Ingest(opts, stop, progress=bar.update if bar else None).run()
     except StoreError as e:
         raise UsageError(f"The store failed during the run: {e}.") from e
     finally:
@@ -318,6 +327,9 @@ def _guard(fn, *args, **kwargs) -> int:
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)
         return EXIT_USAGE
+    except LockBusy as e:
+        click.echo(f"Error: {e}", err=True)
+        return EXIT_LOCKED
     except KeyboardInterrupt:
         click.echo("Stopped at once; the next run cleans up and resumes.", err=True)
         return 130
@@ -369,5 +381,26 @@ def sample_library_cmd(dest: Path) -> None:
             raise UsageError(str(e)) from e
         click.echo(f"Wrote a sample Calibre library to {dest}.")
         return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
+@cli.command("doctor")
+@opt("--directory", type=click.Path(path_type=Path), default=None,
+     help="Also check this library.")
+@opt("--no-load-model", is_flag=True, default=False,
+     help="Skip loading the model (faster; dimension read from its config).")
+@model_options
+def doctor_cmd(directory, no_load_model, model, device, dtype, store, qdrant_url, collection,
+               manifest) -> None:
+    """Check Python, packages, CUDA, the model, the store, the library, disk and the lock."""
+
+    def run() -> int:
+        from .doctor import exit_code, render_table, run_checks
+
+        checks = run_checks(model, device, store, qdrant_url, _api_key(), collection, directory,
+                            manifest, load_model=not no_load_model)
+        click.echo(render_table(checks))
+        return exit_code(checks)
 
     sys.exit(_guard(run))

@@ -4,9 +4,9 @@ ebooklib does the normal work. Books in the wild are often a little broken (a ma
 file is absent, a nav without a TOC, ...) and ebooklib then gives up on the whole book, so we fall
 back to reading the OCF container ourselves and keep whatever is readable.
 
-Both paths share the parts that decide the output (package document, spine plan, text extraction),
-so a book gives the same chapters whichever path read it. All XML is parsed without DTDs, network
-or external entities, and every read from the zip is bounded.
+Both paths share what decides the output (package document, spine plan, text extraction), so a
+book gives the same chapters whichever path read it. XML is parsed without DTDs, network access or
+entity expansion, and every read from the zip is bounded.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import posixpath
 import re
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
@@ -24,7 +25,7 @@ from bs4 import UnicodeDammit
 from ebooklib import epub
 from lxml import etree
 
-MAX_ENTRY_BYTES = 64 * 1024 * 1024  # one decompressed zip entry; bigger ones are skipped
+MAX_ENTRY_BYTES = 64 * 1024 * 1024  # one decompressed zip entry; a bigger one is skipped
 MAX_BOOK_BYTES = 512 * 1024 * 1024  # all entries together, as declared by the zip directory
 MAX_ENTRIES = 100_000  # a zip directory this long is a bomb, not a book
 
@@ -36,8 +37,8 @@ _HTML_MEDIA_TYPES = frozenset(
 _HTML_EXTENSIONS = frozenset({".xhtml", ".xht", ".html", ".htm"})
 _NCX_MEDIA_TYPE = "application/x-dtbncx+xml"
 
-# Elements that start and end a paragraph. Anything else is inline: its text joins the current one,
-# so <b>/<i>/<a> runs stay inside their sentence.
+# Elements that start and end a paragraph. Anything else is inline: its text joins the current
+# paragraph, so <b>/<i>/<a> runs stay inside their sentence.
 _BLOCK_TAGS = frozenset(
     "address article aside blockquote body caption center dd details dialog div dl dt fieldset "
     "figcaption figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr html legend li main menu ol "
@@ -54,14 +55,18 @@ _EPUB_TYPE = "{http://www.idpf.org/2007/ops}type"
 _SKIP_EPUB_TYPES = frozenset({"pagebreak", "noteref", "backlink"})
 # Invisible characters that only split tokens: soft hyphen, word joiner, zero-width no-break space.
 _INVISIBLE_RE = re.compile("[\u00ad\u2060\ufeff]")
-
 _PROLOG_RE = re.compile(r"\A\s*(?:<\?xml[^>]*\?>\s*)?(?:<!DOCTYPE[^\[>]*(?:\[.*?\]\s*)?>)?", re.S | re.I)
+
+# What zipfile raises on damaged archives besides BadZipFile (and RuntimeError for passwords).
+_ZIP_ERRORS = (NotImplementedError, ValueError, EOFError, OSError, zlib.error)
+
+_TocEntry = tuple[tuple[str, ...], str, str]  # (labels from the root down, href, folder it is relative to)
 
 
 @dataclass
 class Chapter:
     index: int  # 0-based position among the chapters returned, in reading (spine) order
-    title: str  # from the nav/NCX ("Part II > Chapter 3"); inherited from the previous spine item
+    title: str  # from the nav/NCX ("Part II > Chapter 3"); else the previous spine item's title
     href: str  # the spine item's path inside the container
     text: str  # paragraphs separated by "\n\n", whitespace inside a paragraph collapsed
 
@@ -79,14 +84,15 @@ class ExtractError(Exception):
     """A book that cannot be read; `reason` is a short stable slug for reports and manifests.
 
     Reasons: empty-file, not-a-zip, password-protected, too-large, no-container,
-    no-package-document, bad-xml, missing-spine, drm, no-text, and missing-content (the spine lists
-    documents but none of them could be read from the container: absent, outside it or oversized;
-    unlike no-text, the book is damaged rather than image-only).
+    no-package-document, bad-xml, missing-spine, drm, no-text, and two more:
+    - missing-content: the spine lists documents but none can be read from the container (absent,
+      outside it, oversized, corrupt); unlike no-text, the book is damaged rather than image-only.
+    - corrupt-zip: a zip whose container.xml or package document is present but does not inflate
+      (bad CRC, damaged deflate stream); not-a-zip or no-container would send one looking elsewhere.
     """
 
     def __init__(self, reason: str, detail: str = "") -> None:
-        # Both in args, so the exception survives pickling between worker processes.
-        super().__init__(reason, detail)
+        super().__init__(reason, detail)  # both in args, so it survives pickling between processes
         self.reason = reason
         self.detail = detail
 
@@ -96,13 +102,57 @@ class ExtractError(Exception):
 
 def extract_epub(data: bytes, name: str = "") -> ExtractedBook:
     """Reads an EPUB held in memory; raises ExtractError with a specific reason when it cannot."""
-    where = f"{name}: " if name else ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ebooklib and bs4 warn on stderr; workers must stay quiet
             return _extract(data)
     except ExtractError as e:
-        raise ExtractError(e.reason, where + e.detail) from None
+        raise ExtractError(e.reason, f"{name}: {e.detail}" if name else e.detail) from None
+
+
+def _extract(data: bytes, *, use_ebooklib: bool = True) -> ExtractedBook:
+    """use_ebooklib=False forces the direct path, so tests can check both give the same book."""
+    notes: list[str] = []
+    archive = _Archive(data, notes)
+    opf_path = _first_rootfile(archive)
+    encrypted = _encrypted_resources(archive, notes)
+    _check_drm(encrypted, set())
+    pkg = _parse_package(archive, opf_path)
+    plan, broken = _spine_plan(pkg, notes)
+    _check_drm(encrypted, {i.href for i in plan if i.href})
+
+    load: Callable[[_Item], bytes | None]
+    try:
+        if not use_ebooklib:
+            raise RuntimeError("direct read requested")
+        load, toc = _with_ebooklib(data, archive, pkg, plan)
+    except Exception as e:  # ebooklib gives up on a whole book for, say, one missing font
+        notes.append(f"fell back to direct container read: {type(e).__name__}: {e}")
+        load, toc = _direct_loader(archive, notes), _direct_toc(archive, pkg)
+    titles = _title_map(toc)
+
+    chapters: list[Chapter] = []
+    problems: list[str] = []
+    title = ""
+    read = 0
+    for item in plan:
+        href = item.href or ""
+        title = titles.get(href, title)
+        raw = load(item)
+        if raw is None:
+            continue
+        read += 1
+        text = _document_text(raw, href, problems)
+        if text:
+            chapters.append(Chapter(len(chapters), title, href, text))
+    if problems:
+        notes.append(f"{len(problems)} document(s) not well-formed XML, read as HTML; first: {problems[0]}")
+    if not chapters:
+        if read == 0 and (plan or broken):
+            total = len(plan) + broken
+            raise ExtractError("missing-content", f"none of the {total} spine documents is readable")
+        raise ExtractError("no-text", f"{read} XHTML spine documents, none with text (image-only?)")
+    return ExtractedBook(pkg.title, pkg.authors, pkg.language, chapters, list(dict.fromkeys(notes)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -118,21 +168,23 @@ class _Archive:
         try:
             self.zf = zipfile.ZipFile(io.BytesIO(data))
             infos = self.zf.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as e:
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, *_ZIP_ERRORS) as e:
             raise ExtractError("not-a-zip", str(e)) from None
         if len(infos) > MAX_ENTRIES:
             raise ExtractError("too-large", f"{len(infos)} zip entries")
-        total = sum(i.file_size for i in infos)
+        total = sum(i.file_size for i in infos)  # ZipExtFile never inflates past file_size: a hard bound
         if total > MAX_BOOK_BYTES:
             raise ExtractError("too-large", f"{total} bytes uncompressed (limit {MAX_BOOK_BYTES})")
         encrypted = [i.filename for i in infos if i.flag_bits & 0x1]
         if encrypted:
-            raise ExtractError("password-protected", f"{len(encrypted)} encrypted entries, e.g. {encrypted[0]}")
+            detail = f"{len(encrypted)} encrypted entries, first {encrypted[0]}"
+            raise ExtractError("password-protected", detail)
         self.notes = notes
+        self.unreadable: dict[str, str] = {}  # entry -> why it could not be read
         self.entries: dict[str, zipfile.ZipInfo] = {}
         self.folded: dict[str, str] = {}
         for info in infos:  # a later duplicate wins, as in zipfile itself
-            key = _entry_key(info.filename)
+            key = _confine(info.filename.replace("\\", "/"))
             if key and not info.is_dir():
                 self.entries[key] = info
                 self.folded.setdefault(key.casefold(), key)
@@ -144,53 +196,234 @@ class _Archive:
         return self.folded.get(path.casefold())
 
     def read(self, path: str) -> bytes | None:
-        """Bounded read of one entry; None (with a note) when it is absent, oversized or corrupt."""
+        """Bounded read of one entry; None when absent, and None plus a note when oversized or corrupt."""
         key = self.find(path)
         if key is None:
             return None
         info = self.entries[key]
-        if info.file_size > MAX_ENTRY_BYTES:
-            self.notes.append(f"skipped oversized entry {key} ({info.file_size} bytes)")
-            return None
-        try:
-            with self.zf.open(info) as fh:
-                data = fh.read(MAX_ENTRY_BYTES + 1)
-        except (zipfile.BadZipFile, NotImplementedError, RuntimeError, EOFError, OSError, ValueError) as e:
-            self.notes.append(f"skipped unreadable entry {key}: {e}")
-            return None
-        if len(data) > MAX_ENTRY_BYTES:
-            self.notes.append(f"skipped oversized entry {key}")
+        data = b""
+        if info.file_size <= MAX_ENTRY_BYTES:
+            try:
+                with self.zf.open(info) as fh:
+                    data = fh.read(MAX_ENTRY_BYTES + 1)
+            except (zipfile.BadZipFile, RuntimeError, *_ZIP_ERRORS) as e:
+                self.unreadable[key] = f"corrupt: {e}"
+                self.notes.append(f"skipped unreadable entry {key}: {e}")
+                return None
+        if info.file_size > MAX_ENTRY_BYTES or len(data) > MAX_ENTRY_BYTES:
+            self.unreadable[key] = f"oversized: {info.file_size} bytes declared"
+            self.notes.append(f"skipped oversized entry {key} ({info.file_size} bytes declared)")
             return None
         return data
 
+    def read_essential(self, path: str, missing: ExtractError) -> tuple[str, bytes]:
+        """(entry, bytes) of a file the book cannot do without; `missing` is raised when it is absent."""
+        key = self.find(path)
+        raw = self.read(key) if key else None
+        if key is None:
+            raise missing
+        if raw is None:
+            why = self.unreadable.get(key, "unreadable")
+            raise ExtractError("too-large" if why.startswith("oversized") else "corrupt-zip", f"{key}: {why}")
+        return key, raw
 
-def _entry_key(name: str) -> str:
-    """Zip entry names as container paths: forward slashes, no leading './' or '/'."""
-    name = name.replace("\\", "/")
-    if name.endswith("/"):
-        return ""
-    return posixpath.normpath(name).lstrip("/")
 
-
-def _resolve(base_dir: str, href: str | None) -> str | None:
-    """Container path of a relative URL; None for external URLs and paths that climb out of the box."""
-    if not href:
-        return None
-    parts = urlsplit(href.strip())
-    if parts.scheme or parts.netloc:
-        return None
-    path = unquote(parts.path)
-    if not path:
-        return None
-    joined = path.lstrip("/") if path.startswith("/") else posixpath.join(base_dir, path)
-    norm = posixpath.normpath(joined)
-    if norm in (".", "..") or norm.startswith(("../", "/")):
+def _confine(path: str) -> str | None:
+    """A normalised container path, or None when it climbs out of the container ('../')."""
+    norm = posixpath.normpath(path.lstrip("/")) if path else ""
+    if not norm or norm in (".", "..") or norm.startswith("../"):
         return None
     return norm
 
 
+def _resolve(base_dir: str, href: str | None) -> str | None:
+    """Container path of a relative URL; None for external URLs and for paths leaving the container."""
+    if not href:
+        return None
+    parts = urlsplit(href.strip())
+    if parts.scheme or parts.netloc or not parts.path:
+        return None
+    path = unquote(parts.path)
+    return _confine(path if path.startswith("/") else posixpath.join(base_dir, path))
+
+
+def _first_rootfile(archive: _Archive) -> str:
+    _, raw = archive.read_essential(
+        "META-INF/container.xml", ExtractError("no-container", "META-INF/container.xml is missing"))
+    try:
+        root = etree.fromstring(raw, _xml_parser())
+    except etree.XMLSyntaxError as e:
+        raise ExtractError("bad-xml", f"META-INF/container.xml: {e}") from None
+    rootfiles = [
+        (el.get("full-path", "").strip(), (el.get("media-type") or "").strip().lower())
+        for el in root.iter()
+        if _local(el.tag) == "rootfile" and (el.get("full-path") or "").strip()
+    ]
+    # The first package is the default rendition (OCF 3.3); ebooklib would take the last one.
+    packages = [path for path, media in rootfiles if media in ("", "application/oebps-package+xml")]
+    chosen = packages or [path for path, _ in rootfiles]
+    if not chosen:
+        raise ExtractError("no-package-document", "container.xml lists no rootfile")
+    path = _confine(chosen[0])
+    if path is None:
+        raise ExtractError("no-package-document", f"rootfile {chosen[0]!r} is outside the container")
+    return path
+
+
 # ---------------------------------------------------------------------------------------------
-# XML helpers
+# Package document
+
+
+@dataclass
+class _Item:
+    id: str
+    href: str | None  # container path; None when the href is external or leaves the container
+    raw_href: str
+    media_type: str
+    properties: frozenset[str]
+    fallback: str | None
+
+    @property
+    def is_html(self) -> bool:
+        ext = posixpath.splitext(self.href or "")[1].lower()
+        return self.media_type in _HTML_MEDIA_TYPES or ext in _HTML_EXTENSIONS
+
+
+@dataclass
+class _Package:
+    path: str
+    title: str | None
+    authors: list[str]
+    language: str | None
+    manifest: dict[str, _Item]
+    spine: list[str]  # idrefs in reading order
+    toc_id: str | None  # the spine's toc attribute: the NCX
+
+    @property
+    def folder(self) -> str:
+        return posixpath.dirname(self.path)
+
+
+def _parse_package(archive: _Archive, opf_path: str) -> _Package:
+    key, raw = archive.read_essential(
+        opf_path, ExtractError("no-package-document", f"{opf_path} is not in the container"))
+    try:
+        root = etree.fromstring(raw, _xml_parser())
+    except etree.XMLSyntaxError as e:
+        raise ExtractError("bad-xml", f"{key}: {e}") from None
+    if root is None or _local(root.tag) != "package":
+        raise ExtractError("bad-xml", f"{key}: the root element is not <package>")
+    folder = posixpath.dirname(key)
+    title = language = None
+    authors: list[str] = []
+    manifest: dict[str, _Item] = {}
+    spine_el = None
+    for section in root:
+        name = _local(section.tag)
+        if name == "metadata":
+            title, authors, language = _metadata(section)
+        elif name == "manifest":
+            for el in section:
+                item_id = el.get("id")
+                if _local(el.tag) == "item" and item_id and item_id not in manifest:
+                    raw_href = el.get("href") or ""
+                    manifest[item_id] = _Item(
+                        id=item_id,
+                        href=_resolve(folder, raw_href),
+                        raw_href=raw_href,
+                        media_type=(el.get("media-type") or "").strip().lower(),
+                        properties=frozenset((el.get("properties") or "").split()),
+                        fallback=el.get("fallback"),
+                    )
+        elif name == "spine" and spine_el is None:
+            spine_el = section
+    if spine_el is None:
+        raise ExtractError("missing-spine", f"{key} has no <spine>")
+    spine = [el.get("idref", "") for el in spine_el if _local(el.tag) == "itemref" and el.get("idref")]
+    if not spine:
+        raise ExtractError("missing-spine", f"{key} has an empty <spine>")
+    return _Package(key, title, authors, language, manifest, spine, spine_el.get("toc"))
+
+
+def _metadata(metadata: etree._Element) -> tuple[str | None, list[str], str | None]:
+    """First dc:title, every dc:creator in order, first dc:language (DC 1.0 or 1.1, any nesting)."""
+    found: dict[str, list[str]] = {"title": [], "creator": [], "language": []}
+    for el in metadata.iter():
+        if isinstance(el.tag, str) and "purl.org/dc/elements" in el.tag:
+            bucket = found.get(_local(el.tag))
+            text = _text_of(el) if bucket is not None else ""
+            if bucket is not None and text:
+                bucket.append(text)
+    first = {k: (v[0] if v else None) for k, v in found.items()}
+    return first["title"], found["creator"], first["language"]
+
+
+def _encrypted_resources(archive: _Archive, notes: list[str]) -> list[tuple[str, str]]:
+    """(path, algorithm) of each resource encrypted by something other than font obfuscation."""
+    key = archive.find("META-INF/encryption.xml")
+    raw = archive.read(key) if key else None
+    if raw is None:
+        return []
+    try:
+        root = etree.fromstring(raw, _xml_parser())
+    except etree.XMLSyntaxError as e:
+        notes.append(f"ignored unparseable META-INF/encryption.xml: {e}")
+        return []
+    found = []
+    for data in root.iter():
+        if _local(data.tag) != "encrypteddata":
+            continue
+        method = next((m for m in data if _local(m.tag) == "encryptionmethod"), None)
+        algorithm = (method.get("Algorithm") or "").strip() if method is not None else ""
+        if algorithm in _FONT_OBFUSCATION:
+            continue
+        for ref in data.iter():
+            path = _resolve("", ref.get("URI")) if _local(ref.tag) == "cipherreference" else None
+            if path:
+                found.append((path, algorithm))
+    return found
+
+
+def _check_drm(encrypted: list[tuple[str, str]], content: set[str]) -> None:
+    """Encrypted content documents (not just fonts) mean DRM: the text would be ciphertext."""
+    for path, algorithm in encrypted:
+        if posixpath.splitext(path)[1].lower() in _CONTENT_EXTENSIONS or path in content:
+            raise ExtractError("drm", f"{path} is encrypted ({algorithm or 'no algorithm given'})")
+
+
+def _spine_plan(pkg: _Package, notes: list[str]) -> tuple[list[_Item], int]:
+    """The spine's XHTML documents in reading order (fallbacks followed, nav and repeats dropped),
+    and how many spine entries point at nothing usable (unknown id, href outside the container)."""
+    plan: list[_Item] = []
+    seen: set[str] = set()
+    broken = 0
+    for idref in pkg.spine:
+        item = pkg.manifest.get(idref)
+        hops = 0
+        while item is not None and not item.is_html and item.fallback and hops < 16:
+            item = pkg.manifest.get(item.fallback)  # e.g. a JSON spine item with an XHTML fallback
+            hops += 1
+        if item is None:
+            notes.append(f"skipped spine item with no manifest entry: {idref}")
+            broken += 1
+        elif item.href is None:
+            notes.append(f"skipped spine item outside the container: {item.raw_href}")
+            broken += 1
+        elif "nav" in item.properties:
+            continue
+        elif not item.is_html:
+            notes.append(f"skipped spine item of type {item.media_type or '?'}: {item.href}")
+        elif item.href in seen:
+            # The same document twice in the reading order: once is enough for search.
+            notes.append(f"skipped repeated spine item: {item.href}")
+        else:
+            seen.add(item.href)
+            plan.append(item)
+    return plan, broken
+
+
+# ---------------------------------------------------------------------------------------------
+# Markup and text
 
 
 def _xml_parser() -> etree.XMLParser:
@@ -206,7 +439,7 @@ def _html_parser() -> etree.HTMLParser:
 
 
 def _local(tag: object) -> str:
-    """Lower-case local name of an element tag ('' for comments, PIs and entity references)."""
+    """Lower-case local name of a tag; '' for comments, PIs and entity references."""
     if not isinstance(tag, str):
         return ""
     return tag.rpartition("}")[2].rpartition(":")[2].lower()
@@ -217,16 +450,16 @@ def _clean(text: str | None) -> str:
 
 
 def _text_of(el: etree._Element) -> str:
-    return _clean("".join(t for t in el.itertext() if isinstance(t, str)))
+    return _clean("".join(el.itertext()))
 
 
 def _parse_markup(raw: bytes) -> tuple[etree._Element | None, dict[str, str], str | None]:
-    """(root, internal entities, problem): strict XML first, then HTML for what is not well-formed.
+    """(root, internal entities, why XML failed): strict XML first, HTML for what is not well-formed.
 
-    XML honours the declared encoding and BOMs (UTF-16/32). When it fails (undeclared HTML entities
-    such as &nbsp;, unclosed tags, bytes that do not match the declaration) bs4's UnicodeDammit picks
-    the encoding from BOM, declaration or meta charset, and libxml2's HTML parser, which knows HTML
-    entities and never resolves DTD entities, builds the tree.
+    XML honours the declared encoding and BOMs (UTF-16/32). When it fails (HTML entities such as
+    &nbsp; without a DTD, unclosed tags, bytes that do not match the declaration), bs4's UnicodeDammit
+    picks the encoding from BOM, declaration or meta charset (then UTF-8, then guesses) and libxml2's
+    HTML parser, which knows HTML entities and never expands DTD entities, builds the tree.
     """
     try:
         root = etree.fromstring(raw, _xml_parser())
@@ -236,10 +469,8 @@ def _parse_markup(raw: bytes) -> tuple[etree._Element | None, dict[str, str], st
         if root is None:
             return None, {}, "empty document"
         return root, _internal_entities(root), None
-    text = UnicodeDammit(raw, is_html=True).unicode_markup
-    if not text:
-        return None, {}, problem
-    text = _PROLOG_RE.sub("", text, count=1)  # lxml refuses str with an XML declaration
+    text = UnicodeDammit(raw, ["utf-8"], is_html=True).unicode_markup
+    text = _PROLOG_RE.sub("", text or "", count=1)  # lxml refuses a str with an XML declaration
     if not text.strip():
         return None, {}, problem
     try:
@@ -250,23 +481,28 @@ def _parse_markup(raw: bytes) -> tuple[etree._Element | None, dict[str, str], st
 
 
 def _internal_entities(root: etree._Element) -> dict[str, str]:
-    """Plain-text internal entities of the DTD subset: kept as references by the parser, never expanded."""
+    """Plain-text entities declared in the internal subset: kept as references by the parser."""
     dtd = root.getroottree().docinfo.internalDTD
     if dtd is None:
         return {}
-    found = {}
-    for ent in dtd.iterentities():
-        if ent.system_url is None and ent.content and "&" not in ent.content and "<" not in ent.content:
-            found[ent.name] = ent.content
-    return found
+    return {
+        ent.name: ent.content
+        for ent in dtd.iterentities()
+        if ent.system_url is None and ent.content and "&" not in ent.content and "<" not in ent.content
+    }
 
 
-# ---------------------------------------------------------------------------------------------
-# Text
+def _document_text(raw: bytes, path: str, problems: list[str]) -> str:
+    if not raw:
+        return ""
+    root, entities, problem = _parse_markup(raw)
+    if problem:
+        problems.append(f"{path}: {problem}")
+    return "\n\n".join(_paragraphs(root, entities)) if root is not None else ""
 
 
 def _paragraphs(root: etree._Element, entities: dict[str, str]) -> list[str]:
-    """One string per block element, inline runs joined; an explicit stack, so deep nesting is fine."""
+    """One string per block element, inline runs joined. An explicit stack: deep nesting is fine."""
     paras: list[str] = []
     buf: list[str] = []
     after_br = False
@@ -289,7 +525,7 @@ def _paragraphs(root: etree._Element, entities: dict[str, str]) -> list[str]:
     stack: list[tuple[etree._Element, bool | None]] = [(root, None)]
     while stack:
         el, closing = stack.pop()
-        if closing is not None:  # leaving an element: its tail follows it
+        if closing is not None:  # leaving an element; its tail follows it
             if closing:
                 flush()
             elif _local(el.tag) in _SPACED_TAGS:
@@ -298,7 +534,7 @@ def _paragraphs(root: etree._Element, entities: dict[str, str]) -> list[str]:
                 add(el.tail)
             continue
         tag = el.tag
-        if not isinstance(tag, str):  # entity reference (comments and PIs are already gone)
+        if not isinstance(tag, str):  # an entity reference (comments and PIs are already gone)
             if tag is etree.Entity and el.name in entities:
                 add(entities[el.name])
             if el.tail:
@@ -336,243 +572,54 @@ def _paragraphs(root: etree._Element, entities: dict[str, str]) -> list[str]:
     return paras
 
 
-def _document_text(raw: bytes, problems: list[str], path: str) -> str:
-    root, entities, problem = _parse_markup(raw)
-    if problem:
-        problems.append(f"{path}: {problem}")
-    if root is None:
-        return ""
-    return "\n\n".join(_paragraphs(root, entities))
-
-
-# ---------------------------------------------------------------------------------------------
-# Package document
-
-
-@dataclass
-class _Item:
-    id: str
-    href: str | None  # container path; None when the href leaves the container or is external
-    raw_href: str
-    media_type: str
-    properties: frozenset[str]
-    fallback: str | None
-
-    @property
-    def is_html(self) -> bool:
-        ext = posixpath.splitext(self.href or "")[1].lower()
-        return self.media_type in _HTML_MEDIA_TYPES or ext in _HTML_EXTENSIONS
-
-    @property
-    def is_nav(self) -> bool:
-        return "nav" in self.properties
-
-
-@dataclass
-class _Package:
-    path: str
-    title: str | None
-    authors: list[str]
-    language: str | None
-    manifest: dict[str, _Item]
-    spine: list[str]  # idrefs in reading order
-    toc_id: str | None  # the spine's toc attribute (NCX)
-
-    @property
-    def folder(self) -> str:
-        return posixpath.dirname(self.path)
-
-
-def _first_rootfile(archive: _Archive) -> str:
-    key = archive.find("META-INF/container.xml")
-    raw = archive.read(key) if key else None
-    if raw is None:
-        raise ExtractError("no-container", "META-INF/container.xml is missing")
-    try:
-        root = etree.fromstring(raw, _xml_parser())
-    except etree.XMLSyntaxError as e:
-        raise ExtractError("bad-xml", f"META-INF/container.xml: {e}") from None
-    rootfiles = [el for el in root.iter() if _local(el.tag) == "rootfile" and (el.get("full-path") or "").strip()]
-    # The first package rendition is the default one (OCF 3.3); ebooklib would take the last.
-    packages = [el for el in rootfiles if el.get("media-type") in (None, "application/oebps-package+xml")]
-    chosen = (packages or rootfiles)[:1]
-    if not chosen:
-        raise ExtractError("no-package-document", "container.xml lists no rootfile")
-    return _entry_key(chosen[0].get("full-path", "").strip())
-
-
-def _parse_package(archive: _Archive, opf_path: str) -> _Package:
-    key = archive.find(opf_path) if opf_path else None
-    raw = archive.read(key) if key else None
-    if raw is None:
-        raise ExtractError("no-package-document", f"{opf_path or '(empty path)'} is not in the container")
-    try:
-        root = etree.fromstring(raw, _xml_parser())
-    except etree.XMLSyntaxError as e:
-        raise ExtractError("bad-xml", f"{key}: {e}") from None
-    if root is None or _local(root.tag) != "package":
-        raise ExtractError("bad-xml", f"{key}: root element is not <package>")
-    folder = posixpath.dirname(key)
-    title = language = None
-    authors: list[str] = []
-    manifest: dict[str, _Item] = {}
-    spine: list[str] = []
-    spine_el = None
-    for section in root:
-        name = _local(section.tag)
-        if name == "metadata":
-            title, authors, language = _metadata(section)
-        elif name == "manifest":
-            for el in section:
-                if _local(el.tag) == "item" and el.get("id"):
-                    raw_href = el.get("href") or ""
-                    manifest.setdefault(el.get("id", ""), _Item(
-                        id=el.get("id", ""),
-                        href=_resolve(folder, raw_href),
-                        raw_href=raw_href,
-                        media_type=(el.get("media-type") or "").strip().lower(),
-                        properties=frozenset((el.get("properties") or "").split()),
-                        fallback=el.get("fallback"),
-                    ))
-        elif name == "spine" and spine_el is None:
-            spine_el = section
-            spine = [el.get("idref", "") for el in section if _local(el.tag) == "itemref" and el.get("idref")]
-    if spine_el is None:
-        raise ExtractError("missing-spine", f"{key} has no <spine>")
-    if not spine:
-        raise ExtractError("missing-spine", f"{key} has an empty <spine>")
-    return _Package(key, title, authors, language, manifest, spine, spine_el.get("toc"))
-
-
-def _metadata(metadata: etree._Element) -> tuple[str | None, list[str], str | None]:
-    """First dc:title, every dc:creator in order, first dc:language (DC 1.0 and 1.1, any nesting)."""
-    titles: list[str] = []
-    creators: list[str] = []
-    languages: list[str] = []
-    wanted = {"title": titles, "creator": creators, "language": languages}
-    for el in metadata.iter():
-        tag = el.tag
-        if isinstance(tag, str) and "purl.org/dc/elements" in tag:
-            bucket = wanted.get(_local(tag))
-            text = _text_of(el) if bucket is not None else ""
-            if text:
-                bucket.append(text)  # type: ignore[union-attr]
-    return (titles[0] if titles else None), creators, (languages[0] if languages else None)
-
-
-def _encrypted_resources(archive: _Archive, notes: list[str]) -> list[tuple[str, str]]:
-    """(path, algorithm) for each resource encrypted by something other than font obfuscation."""
-    key = archive.find("META-INF/encryption.xml")
-    raw = archive.read(key) if key else None
-    if raw is None:
-        return []
-    try:
-        root = etree.fromstring(raw, _xml_parser())
-    except etree.XMLSyntaxError as e:
-        notes.append(f"ignored unparseable META-INF/encryption.xml: {e}")
-        return []
-    found = []
-    for data in root.iter():
-        if _local(data.tag) != "encrypteddata":
-            continue
-        algorithm = next((m.get("Algorithm", "") for m in data if _local(m.tag) == "encryptionmethod"), "")
-        if algorithm.strip() in _FONT_OBFUSCATION:
-            continue
-        for ref in data.iter():
-            if _local(ref.tag) == "cipherreference":
-                path = _resolve("", ref.get("URI"))
-                if path:
-                    found.append((path, algorithm.strip()))
-    return found
-
-
-def _check_drm(encrypted: list[tuple[str, str]], content: set[str]) -> None:
-    for path, algorithm in encrypted:
-        if posixpath.splitext(path)[1].lower() in _CONTENT_EXTENSIONS or path in content:
-            raise ExtractError("drm", f"{path} is encrypted ({algorithm or 'unknown algorithm'})")
-
-
-def _spine_plan(pkg: _Package, notes: list[str]) -> tuple[list[_Item], int]:
-    """The spine's XHTML documents in reading order (fallbacks followed, nav and repeats dropped),
-    and how many spine entries point at nothing readable (unknown id, href outside the container)."""
-    plan: list[_Item] = []
-    seen: set[str] = set()
-    broken = 0
-    for idref in pkg.spine:
-        item = pkg.manifest.get(idref)
-        hops = 0
-        while item is not None and not item.is_html and item.fallback and hops < 16:
-            item = pkg.manifest.get(item.fallback)  # e.g. a JSON spine item with an XHTML fallback
-            hops += 1
-        if item is None:
-            notes.append(f"skipped spine item with no manifest entry: {idref}")
-            broken += 1
-        elif item.href is None:
-            notes.append(f"skipped spine item outside the container: {item.raw_href}")
-            broken += 1
-        elif item.is_nav:
-            continue
-        elif not item.is_html:
-            notes.append(f"skipped spine item of type {item.media_type or '?'}: {item.href}")
-        elif item.href in seen:
-            # Same document twice in the reading order: its text once is enough for search.
-            notes.append(f"skipped repeated spine item: {item.href}")
-        else:
-            seen.add(item.href)
-            plan.append(item)
-    return plan, broken
-
-
 # ---------------------------------------------------------------------------------------------
 # Table of contents
 
 
-def _title_map(entries: Iterable[tuple[tuple[str, ...], str | None, str]]) -> dict[str, str]:
+def _title_map(entries: Iterable[_TocEntry]) -> dict[str, str]:
     """Container path -> "Part II > Chapter 3", from the first TOC entry (pre-order) pointing at it."""
     titles: dict[str, str] = {}
-    for path, href, base in entries:
+    for labels, href, base in entries:
         target = _resolve(base, href)
         if target and target not in titles:
-            titles[target] = " > ".join(p for p in path if p)
+            titles[target] = " > ".join(label for label in labels if label)
     return titles
 
 
-def _ebooklib_toc(nodes: object, path: tuple[str, ...], base: str) -> Iterator[tuple[tuple[str, ...], str, str]]:
+def _ebooklib_toc(nodes: object, labels: tuple[str, ...], base: str) -> Iterator[_TocEntry]:
+    """Flattens ebooklib's toc: Link, Section, (Section, children) and lists of those."""
     if isinstance(nodes, (epub.Link, epub.Section)):
         nodes = [nodes]
     if not isinstance(nodes, (list, tuple)):
         return
     for node in nodes:
         if isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], epub.Section):
-            here = path + (_clean(node[0].title),)
+            here = labels + (_clean(node[0].title),)
             yield here, node[0].href or "", base
             yield from _ebooklib_toc(node[1], here, base)
         elif isinstance(node, (epub.Link, epub.Section)):
-            yield path + (_clean(node.title),), node.href or "", base
+            yield labels + (_clean(node.title),), node.href or "", base
         elif isinstance(node, list):
-            yield from _ebooklib_toc(node, path, base)
+            yield from _ebooklib_toc(node, labels, base)
 
 
-def _nav_toc(root: etree._Element, base: str) -> list[tuple[tuple[str, ...], str, str]]:
+def _nav_toc(root: etree._Element, base: str) -> list[_TocEntry]:
     navs = [el for el in root.iter() if _local(el.tag) == "nav"]
     toc = next((n for n in navs if "toc" in (n.get(_EPUB_TYPE) or n.get("epub:type") or "").split()), None)
     if toc is None:
-        toc = next((n for n in navs if "toc" in n.attrib.values()), None)
-    if toc is None:
-        return []
-    top = next((el for el in toc.iter() if _local(el.tag) in ("ol", "ul")), None)
-    out: list[tuple[tuple[str, ...], str, str]] = []
+        toc = next((n for n in navs if "toc" in n.attrib.values()), None)  # ebooklib's rule
+    top = next((el for el in toc.iter() if _local(el.tag) in ("ol", "ul")), None) if toc is not None else None
+    out: list[_TocEntry] = []
 
-    def walk(lst: etree._Element, path: tuple[str, ...], depth: int) -> None:
+    def walk(lst: etree._Element, labels: tuple[str, ...], depth: int) -> None:
         for li in lst:
             if _local(li.tag) != "li" or depth > 64:
                 continue
             label = next((c for c in li if _local(c.tag) not in ("ol", "ul", "")), None)
             link = None
             if label is not None:
-                link = label if _local(label.tag) == "a" else next(
-                    (a for a in label.iter() if _local(a.tag) == "a"), None)
-            here = path + (_text_of(label) if label is not None else "",)
+                link = next((a for a in label.iter() if _local(a.tag) == "a"), None)
+            here = labels + (_text_of(label) if label is not None else "",)
             out.append((here, link.get("href", "") if link is not None else "", base))
             sub = next((c for c in li if _local(c.tag) in ("ol", "ul")), None)
             if sub is not None:
@@ -583,16 +630,16 @@ def _nav_toc(root: etree._Element, base: str) -> list[tuple[tuple[str, ...], str
     return out
 
 
-def _ncx_toc(root: etree._Element, base: str) -> list[tuple[tuple[str, ...], str, str]]:
-    out: list[tuple[tuple[str, ...], str, str]] = []
+def _ncx_toc(root: etree._Element, base: str) -> list[_TocEntry]:
+    out: list[_TocEntry] = []
 
-    def walk(parent: etree._Element, path: tuple[str, ...], depth: int) -> None:
+    def walk(parent: etree._Element, labels: tuple[str, ...], depth: int) -> None:
         for point in parent:
             if _local(point.tag) != "navpoint" or depth > 64:
                 continue
             label = next((c for c in point if _local(c.tag) == "navlabel"), None)
             content = next((c for c in point if _local(c.tag) == "content"), None)
-            here = path + (_text_of(label) if label is not None else "",)
+            here = labels + (_text_of(label) if label is not None else "",)
             out.append((here, content.get("src", "") if content is not None else "", base))
             walk(point, here, depth + 1)
 
@@ -602,9 +649,9 @@ def _ncx_toc(root: etree._Element, base: str) -> list[tuple[tuple[str, ...], str
     return out
 
 
-def _direct_toc(archive: _Archive, pkg: _Package) -> list[tuple[tuple[str, ...], str, str]]:
-    """Nav document first (EPUB 3), NCX otherwise, as ebooklib does with ignore_ncx=True."""
-    nav = next((i for i in pkg.manifest.values() if i.is_nav and i.href), None)
+def _direct_toc(archive: _Archive, pkg: _Package) -> list[_TocEntry]:
+    """The nav document's toc (EPUB 3), else the NCX: the order ebooklib uses with ignore_ncx=True."""
+    nav = next((i for i in pkg.manifest.values() if "nav" in i.properties and i.href), None)
     if nav is not None and nav.href:
         raw = archive.read(nav.href)
         root = _parse_markup(raw)[0] if raw else None
@@ -628,9 +675,10 @@ def _direct_toc(archive: _Archive, pkg: _Package) -> list[tuple[tuple[str, ...],
 
 class _BoundedEpubReader(epub.EpubReader):
     """ebooklib's reader, reading through our archive (bounded, confined) and using the FIRST
-    rootfile: upstream takes the last one when a container lists several renditions."""
+    rootfile, which upstream does not: it takes the last one when a container lists several."""
 
     def __init__(self, data: bytes, archive: _Archive, opf_path: str) -> None:
+        # ignore_ncx=True: the EPUB 3 nav wins, the NCX is read only when there is no nav.
         super().__init__(io.BytesIO(data), {"ignore_ncx": True})
         self._archive = archive
         self._opf_path = opf_path
@@ -640,82 +688,48 @@ class _BoundedEpubReader(epub.EpubReader):
         self.opf_dir = posixpath.dirname(self._opf_path)
 
     def read_file(self, name: str) -> bytes:
-        path = _resolve("", name)
+        path = _confine(name)
         if path is None:
-            raise KeyError(f"{name} is outside the container")
+            raise KeyError(f"{name!r} is outside the container")
         if self._archive.find(path) is None:
             raise KeyError(f"There is no item named {path!r} in the archive")
         data = self._archive.read(path)
-        return b"" if data is None else data  # oversized or corrupt: noted, and not worth failing for
+        return b"" if data is None else data  # oversized or corrupt: noted; the spine loader skips it
 
 
-def _with_ebooklib(data: bytes, archive: _Archive, pkg: _Package, plan: list[_Item]):
+def _with_ebooklib(
+    data: bytes, archive: _Archive, pkg: _Package, plan: list[_Item]
+) -> tuple[Callable[[_Item], bytes | None], list[_TocEntry]]:
     """(loader, toc entries) backed by ebooklib; raises whatever ebooklib raises."""
     book = _BoundedEpubReader(data, archive, pkg.path).load()
     contents: dict[str, bytes] = {}
     for item in plan:
         found = book.get_item_with_id(item.id)
         if found is None or not isinstance(found.content, bytes):
-            raise LookupError(f"ebooklib lost spine item {item.id!r}")
+            raise LookupError(f"ebooklib has no content for spine item {item.id!r}")
         contents[item.id] = found.content
     if any(isinstance(i, epub.EpubNav) for i in book.get_items()):
-        base = pkg.folder  # ebooklib already resolved nav hrefs against the nav's folder
+        base = pkg.folder  # ebooklib resolved the nav's hrefs against the nav's folder already
     else:
-        ncx = next((i for i in book.get_items() if isinstance(i, epub.EpubNcx)), None)
+        ncx = book.get_item_with_id(pkg.toc_id) if pkg.toc_id else None
         base = posixpath.dirname(posixpath.join(pkg.folder, ncx.file_name)) if ncx is not None else pkg.folder
     toc = list(_ebooklib_toc(book.toc, (), base))
-    return contents.get, toc
+    if not toc:
+        toc = _direct_toc(archive, pkg)  # e.g. an NCX the spine does not name: still worth its titles
+
+    def load(item: _Item) -> bytes | None:
+        if item.href is None or archive.find(item.href) in archive.unreadable:
+            return None
+        return contents.get(item.id)
+
+    return load, toc
 
 
-def _extract(data: bytes, *, use_ebooklib: bool = True) -> ExtractedBook:
-    """use_ebooklib=False forces the direct path: tests compare both on books that ebooklib reads."""
-    notes: list[str] = []
-    archive = _Archive(data, notes)
-    opf_path = _first_rootfile(archive)
-    encrypted = _encrypted_resources(archive, notes)
-    _check_drm(encrypted, set())
-    pkg = _parse_package(archive, opf_path)
-    plan, broken = _spine_plan(pkg, notes)
-    _check_drm(encrypted, {i.href for i in plan if i.href})
+def _direct_loader(archive: _Archive, notes: list[str]) -> Callable[[_Item], bytes | None]:
+    def load(item: _Item) -> bytes | None:
+        if item.href is None or archive.find(item.href) is None:
+            notes.append(f"skipped missing spine document: {item.href}")
+            return None
+        return archive.read(item.href)
 
-    loader: Callable[[_Item], bytes | None]
-    try:
-        if not use_ebooklib:
-            raise RuntimeError("direct read requested")
-        get, toc = _with_ebooklib(data, archive, pkg, plan)
-        loader = lambda item: get(item.id)  # noqa: E731
-    except Exception as e:  # ebooklib gives up on a whole book for one missing file
-        notes.append(f"fell back to direct container read: {type(e).__name__}: {e}")
-        toc = _direct_toc(archive, pkg)
-        loader = lambda item: _direct_load(archive, item, notes)  # noqa: E731
-    titles = _title_map(toc)
-
-    chapters: list[Chapter] = []
-    problems: list[str] = []
-    title = ""
-    read = 0
-    for item in plan:
-        assert item.href is not None
-        title = titles.get(item.href, title)
-        raw = loader(item)
-        if raw is None:
-            continue
-        read += 1
-        text = _document_text(raw, problems, item.href)
-        if text:
-            chapters.append(Chapter(len(chapters), title, item.href, text))
-    if problems:
-        notes.append(f"{len(problems)} document(s) not well-formed XML, read as HTML; first: {problems[0]}")
-    if not chapters:
-        if read == 0 and (plan or broken):
-            raise ExtractError("missing-content", f"none of the {len(plan) + broken} spine documents is readable")
-        raise ExtractError("no-text", f"{read} XHTML spine documents, none with text (image-only?)")
-    return ExtractedBook(pkg.title, pkg.authors, pkg.language, chapters, notes)
-
-
-def _direct_load(archive: _Archive, item: _Item, notes: list[str]) -> bytes | None:
-    assert item.href is not None
-    if archive.find(item.href) is None:
-        notes.append(f"skipped missing spine document: {item.href}")
-        return None
-    return archive.read(item.href)
+    return load

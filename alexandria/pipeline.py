@@ -225,7 +225,10 @@ def plan(
             if content_hash != row.content_hash:
                 planned.append(Planned(book, "ingest", content_hash=content_hash))
                 continue
-        action = "metadata" if row.meta_hash != book.metadata_hash() else "unchanged"
+        # Plain files carry no library metadata: their title and authors come from the EPUB,
+        # which is unchanged here, so only calibre books can have metadata-only edits.
+        edited = book.calibre_id is not None and row.meta_hash != book.metadata_hash()
+        action = "metadata" if edited else "unchanged"
         planned.append(Planned(book, action, content_hash=content_hash or row.content_hash))
     return planned
 

@@ -45,11 +45,11 @@ def test_smaller_target_and_overlap(tokenizer_json):
     chapter = max(chapters_of("books/idpf-moby-dick.epub"), key=lambda c: len(c.text))
     chunks = chunker.chunk([chapter])
     assert all(c.tokens <= 66 for c in chunks)
-    overlapping = sum(1 for a, b in zip(chunks, chunks[1:]) if b.char_start < a.char_end)
+    overlapping = sum(1 for a, b in zip(chunks, chunks[1:], strict=False) if b.char_start < a.char_end)
     assert overlapping > len(chunks) // 5  # long paragraphs are split with shared tokens
     no_overlap = Chunker(tokenizer_json, 256, ChunkSettings(chunk_tokens=64, overlap=0))
     plain = no_overlap.chunk([chapter])
-    assert not any(b.char_start < a.char_end for a, b in zip(plain, plain[1:]))
+    assert not any(b.char_start < a.char_end for a, b in zip(plain, plain[1:], strict=False))
 
 
 def test_splits_at_paragraphs_first(tokenizer_json):

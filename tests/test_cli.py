@@ -109,3 +109,29 @@ def test_script_has_the_same_options(small_library, tmp_path):
     for flag in ("--directory", "--file", "--device", "--model", "--batch-size", "--store",
                  "--qdrant-url", "--collection", "--report", "--dry-run", "--force"):
         assert flag in proc.stdout
+
+
+def test_second_run_exits_75_while_the_first_holds_the_lock(small_library, tmp_path):
+    import subprocess
+    import time
+
+    store = tmp_path / "s"
+    store.mkdir()
+    holder = subprocess.Popen([
+        sys.executable, "-c",
+        "import sys, time; from pathlib import Path; from alexandria.lock import RunLock\n"
+        f"with RunLock(Path({str(store / 'alexandria.lock')!r})):\n"
+        "    print('held', flush=True); time.sleep(60)",
+    ], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        proc = run_cli(*ingest_args(store, "--directory", small_library))
+        assert proc.returncode == 75
+        line = one_sentence(proc)
+        assert f"PID {holder.pid}" in line and "--wait-lock" in line
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    # The holder died without releasing anything by hand: the kernel dropped its flock.
+    assert run_cli(*ingest_args(store, "--directory", small_library)).returncode == 0
