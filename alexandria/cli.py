@@ -121,6 +121,15 @@ def ingest_options(f):
             "at most 4)."),
         opt("--report", type=click.Path(path_type=Path), default=None,
             help="Write the run report as JSON here."),
+        opt("--prune/--no-prune", default=True, show_default=True,
+            help="Delete the points of books gone from the library (--directory runs only)."),
+        opt("--limit", type=int, default=None, help="Only the first N books (in calibre id order)."),
+        opt("--since", type=click.DateTime(), default=None,
+            help="Only books added or modified since this date."),
+        opt("--author", "authors", multiple=True, help="Only books by this author (repeatable)."),
+        opt("--tag", "tags", multiple=True, help="Only books with this tag (repeatable)."),
+        opt("--book-id", "book_ids", type=int, multiple=True,
+            help="Only these calibre book ids (repeatable)."),
         opt("--dry-run", is_flag=True, default=False,
             help="Extract and chunk only: statistics and samples, no model, nothing written."),
         opt("--force", is_flag=True, default=False, help="Re-ingest books even when unchanged."),
@@ -244,6 +253,33 @@ def _print_summary(report) -> None:
 def ingest_cmd(**kw) -> None:
     """Extract, chunk, embed and store every book; resumable and incremental."""
     sys.exit(_guard(_run_ingest, **kw))
+
+
+@cli.command("plan")
+@ingest_options
+@opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+def plan_cmd(as_json, **kw) -> None:
+    """What the next ingest would do (new / changed / metadata-only / removed / unchanged)."""
+
+    def run() -> int:
+        from .pipeline import IngestOptions, plan_run
+
+        for key in ("report", "quiet", "log_dir", "wait_lock", "dry_run"):
+            kw.pop(key, None)
+        kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
+        out = plan_run(IngestOptions(api_key=_api_key(), **kw))
+        if as_json:
+            click.echo(json.dumps(out, indent=2, ensure_ascii=False))
+            return EXIT_OK
+        for b in out["books"]:
+            if b["action"] not in ("unchanged",):
+                reason = f" ({b['reason']})" if b["reason"] else ""
+                click.echo(f"{b['action']:14} {b['title']}{reason}")
+        c = out["counts"]
+        click.echo(", ".join(f"{v} {k}" for k, v in c.items()))
+        return EXIT_OK
+
+    sys.exit(_guard(run))
 
 
 @cli.command("search")

@@ -13,6 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from .errors import UsageError
@@ -37,8 +38,24 @@ class Book:
     identifiers: dict[str, str] = field(default_factory=dict)
     size: int | None = None
     mtime_ns: int | None = None
+    added: str | None = None  # calibre's timestamp column
+    modified: str | None = None  # calibre's last_modified
     skip_reason: str | None = None  # e.g. no-epub: nothing to do, not an error
     fail_reason: str | None = None  # e.g. file-missing: the library promises a file that is not there
+
+    def changed_at(self) -> datetime | None:
+        """When the book last changed, for --since: calibre's dates, else the file's mtime."""
+        stamps = []
+        for value in (self.added, self.modified):
+            if value:
+                try:
+                    stamps.append(datetime.fromisoformat(value.replace(" ", "T")))
+                except ValueError:
+                    pass
+        if self.mtime_ns is not None:
+            stamps.append(datetime.fromtimestamp(self.mtime_ns / 1e9, tz=timezone.utc))
+        stamps = [d if d.tzinfo else d.replace(tzinfo=timezone.utc) for d in stamps]
+        return max(stamps) if stamps else None
 
     @property
     def language(self) -> str | None:
@@ -147,7 +164,7 @@ def read_calibre(root: Path, formats: Iterable[str] = ("epub",)) -> list[Book]:
             con.close()
     books_rows, many = rows
     books: list[Book] = []
-    for book_id, title, path, uuid, series_index in books_rows:
+    for book_id, title, path, uuid, series_index, added, modified in books_rows:
         book = Book(
             key=uuid or f"calibre-id:{book_id}",
             title=title or "",
@@ -159,6 +176,8 @@ def read_calibre(root: Path, formats: Iterable[str] = ("epub",)) -> list[Book]:
             tags=many["tags"].get(book_id, []),
             languages=many["languages"].get(book_id, []),
             identifiers=dict(many["identifiers"].get(book_id, [])),
+            added=added,
+            modified=modified,
         )
         files = dict(many["data"].get(book_id, []))  # fmt -> file stem
         chosen = next((f for f in preference if f in files and f in READABLE_FORMATS), None)
@@ -183,7 +202,7 @@ def read_calibre(root: Path, formats: Iterable[str] = ("epub",)) -> list[Book]:
 
 def _query_calibre(con: sqlite3.Connection) -> tuple[list[tuple], dict[str, dict[int, list]]]:
     books = con.execute(
-        "SELECT id, title, path, uuid, series_index FROM books ORDER BY id"
+        "SELECT id, title, path, uuid, series_index, timestamp, last_modified FROM books ORDER BY id"
     ).fetchall()
     queries = {
         "authors": "SELECT l.book, a.name FROM books_authors_link l "

@@ -26,6 +26,7 @@ from .errors import UsageError
 from .library import Book
 from .manifest import Manifest
 from .models import ModelSpec, resolve_model
+from .paths import resolve_library_path
 from .prepare import PreparedBook, PrepareTask, init_worker, prepare
 from .store import PointData, StoreError, VectorStore, open_store, point_id
 
@@ -54,6 +55,12 @@ class IngestOptions:
     force: bool = False
     workers: int | None = None
     samples: int = 3
+    prune: bool = True
+    limit: int | None = None
+    since: datetime | None = None
+    authors: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    book_ids: tuple[int, ...] = ()
 
     def chunk_settings(self) -> ChunkSettings:
         return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap)
@@ -154,18 +161,73 @@ class StopRequested:
 # -- gathering and planning ------------------------------------------------------------------------
 
 
-def gather_books(opts: IngestOptions) -> list[Book]:
-    books: list[Book] = []
+def gather_books(opts: IngestOptions) -> tuple[list[Book], list[Book]]:
+    """(the books this run works on, every book the library has): pruning needs the latter."""
+    everything: list[Book] = []
     if opts.directory is not None:
-        books.extend(library.scan(Path(opts.directory).expanduser(), opts.formats))
+        opts.directory = resolve_library_path(opts.directory)  # //server/share -> its mount
+        everything.extend(library.scan(opts.directory, opts.formats))
+    selected = select(everything, opts)
     for f in opts.files:
         path = Path(f).expanduser()
         if not path.exists():
             raise UsageError(f"The file {path} does not exist.")
-        books.append(library.book_from_file(path))
+        selected.append(library.book_from_file(path))
     if opts.directory is None and not opts.files:
         raise UsageError("Nothing to ingest: give --directory PATH or --file PATH.")
-    return books
+    return selected, everything
+
+
+def select(books: list[Book], opts: IngestOptions) -> list[Book]:
+    """--book-id, --author, --tag, --since, --limit: try a slice of a big library first."""
+    out = list(books)
+    if opts.book_ids:
+        wanted = set(opts.book_ids)
+        out = [b for b in out if b.calibre_id in wanted]
+    if opts.authors:
+        names = {a.casefold() for a in opts.authors}
+        out = [b for b in out if names & {a.casefold() for a in b.authors}]
+    if opts.tags:
+        tags = {t.casefold() for t in opts.tags}
+        out = [b for b in out if tags & {t.casefold() for t in b.tags}]
+    if opts.since is not None:
+        since = opts.since if opts.since.tzinfo else opts.since.replace(tzinfo=timezone.utc)
+        out = [b for b in out if (b.changed_at() or since) >= since]
+    if opts.limit is not None:
+        out = out[: opts.limit]
+    return out
+
+
+def prune_candidates(opts: IngestOptions, planned: list[Planned], rows: dict,
+                     everything: list[Book]) -> list[tuple[str, str]]:
+    """Books the store has but the library no longer does: (key, why) to delete."""
+    if opts.directory is None:
+        return []  # --file runs never prune
+    root = Path(opts.directory).expanduser().resolve()
+    in_library = {b.key for b in everything if b.calibre_id is not None}
+    missing = {b.key for b in everything if b.fail_reason == "file-missing" and b.calibre_id}
+    superseded = {k for p in planned for k in p.replaces}
+    out = []
+    for row in rows.values():
+        if row.status == "removed" or row.book_key in superseded:
+            continue
+        if row.calibre_id is not None:
+            if row.book_key in missing and row.stored_points:
+                out.append((row.book_key, "file-missing"))
+            elif in_library and row.book_key not in in_library:
+                out.append((row.book_key, "removed-from-library"))
+        elif row.source_path and _under(Path(row.source_path), root):
+            if not Path(row.source_path).exists():
+                out.append((row.book_key, "file-gone"))
+    return out
+
+
+def _under(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root)
+        return True
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -324,6 +386,19 @@ class Writer(threading.Thread):
                          reason="replaced")
         self.on_result(result)
 
+    def _remove(self, m: Manifest, book_key: str, why: str) -> None:
+        """The library no longer has this book (or its file): the store must not either."""
+        self.store.delete_book(book_key)
+        self.store.flush()
+        row = m.get(self.collection, book_key)
+        if why == "file-missing":  # the book is still in calibre: it stays a visible failure
+            m.upsert(self.collection, book_key, status="failed", reason=why, stored_points=0)
+        else:
+            m.upsert(self.collection, book_key, status="removed", reason=why, stored_points=0)
+            title = row.title if row else book_key
+            self.on_result(BookResult(book_key, title or book_key, row.source_path if row else None,
+                                      "removed", why))
+
     def _record(self, m: Manifest, book: Book, result: BookResult, fields: dict) -> None:
         m.upsert(self.collection, book.key, **fields)
         self.on_result(result)
@@ -374,36 +449,50 @@ class Ingest:
             raise UsageError("--batch-size must be at least 1.")
         if opts.overlap >= opts.chunk_tokens:
             raise UsageError("--overlap must be smaller than --chunk-tokens.")
-        books = gather_books(opts)
+        books, everything = gather_books(opts)
         if opts.dry_run:
             return self._dry_run(books, started)
 
-        from .embed import get_embedder
+        from .embed import load_tokenizer_json
 
-        embedder = get_embedder(self.spec, opts.device, opts.dtype)
-        self.embedder = embedder
-        self.report.device, self.report.dtype = embedder.device, embedder.dtype
-        store = open_store(
-            self.collection, embedder.dimension, opts.store, opts.qdrant_url, opts.api_key
-        )
+        t = time.perf_counter()
+        self.tokenizer_json, self.max_seq_length = load_tokenizer_json(self.spec)
+        fingerprint = f"{opts.chunk_settings().fingerprint()}|max={self.max_seq_length}"
         mpath = manifest_path(opts.store, opts.manifest)
         self.report.store = opts.qdrant_url or str(Path(opts.store).expanduser() / self.collection)
         self.report.manifest = str(mpath)
         manifest = Manifest(mpath)
-        vram = VramMeter(embedder.device)
+        store: VectorStore | None = None
         try:
-            self._recover(manifest, store)
-            run_id = manifest.start_run(self.collection)
-            t = time.perf_counter()
-            settings = opts.chunk_settings()
-            fingerprint = f"{settings.fingerprint()}|max={embedder.max_seq_length}"
-            planned = plan(books, manifest.rows(self.collection), fingerprint, self.spec.source,
-                           opts.force)
+            rows = manifest.rows(self.collection)
+            planned = plan(books, rows, fingerprint, self.spec.source, opts.force)
+            removals = prune_candidates(opts, planned, rows, everything) if opts.prune else []
             self.stage["plan"] = time.perf_counter() - t
             self.report.books_total = len(planned)
+            needs_model = any(p.action == "ingest" for p in planned) or bool(
+                manifest.in_progress(self.collection))
+            embedder = None
+            if needs_model:  # a nightly run with nothing new never loads the model
+                from .embed import get_embedder
+
+                embedder = get_embedder(self.spec, opts.device, opts.dtype)
+                self.report.device, self.report.dtype = embedder.device, embedder.dtype
+            store = self._open_store(embedder)
+            vram = VramMeter(embedder.device if embedder else "cpu")
+            if store is None:  # no collection yet and nothing to write into one
+                for p in planned:
+                    self._on_result(BookResult(p.book.key, p.book.title, _str(p.book.path),
+                                               "failed" if p.action == "fail" else "skipped",
+                                               p.reason))
+                self._finish_report(started, vram)
+                return self.report
+            self._recover(manifest, store)
+            run_id = manifest.start_run(self.collection)
             writer = Writer(store, mpath, self.collection, self._on_result)
             writer.start()
             try:
+                for key, why in removals:
+                    writer.submit("remove", key, why)
                 self._execute(planned, writer, embedder, fingerprint, run_id, vram)
             finally:
                 if writer.is_alive():
@@ -414,8 +503,19 @@ class Ingest:
             manifest.finish_run(run_id, outcome, self._summary_dict())
         finally:
             manifest.close()
-            store.close()
+            if store is not None:
+                store.close()
         return self.report
+
+    def _open_store(self, embedder) -> VectorStore | None:
+        opts = self.opts
+        try:
+            return open_store(self.collection, embedder.dimension if embedder else None,
+                              opts.store, opts.qdrant_url, opts.api_key)
+        except UsageError as e:
+            if embedder is None and "There is no collection" in str(e):
+                return None
+            raise
 
     def _recover(self, manifest: Manifest, store: VectorStore) -> None:
         """A row left in-progress means a killed run: its points may be partial, so drop them."""
@@ -471,7 +571,7 @@ class Ingest:
         by_key = {p.book.key: p for p in to_ingest}
         workers = self.opts.workers or max(1, min(4, (os.cpu_count() or 2) - 1))
         ctx = multiprocessing.get_context("spawn")  # torch is loaded here: never fork it
-        initargs = (embedder.tokenizer_json(), embedder.max_seq_length,
+        initargs = (self.tokenizer_json, self.max_seq_length,
                     self.opts.chunk_settings(), self.spec.document_template)
         with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
                                  initargs=initargs) as pool:
@@ -669,6 +769,46 @@ def _str(path: Path | None) -> str | None:
 def _warn(warnings: list[str], detail: str) -> str | None:
     parts = list(warnings) + ([detail] if detail else [])
     return "; ".join(parts) if parts else None
+
+
+def plan_run(opts: IngestOptions) -> dict[str, Any]:
+    """What the next run would do, without doing it: no model weights, nothing written."""
+    from .embed import load_tokenizer_json
+
+    spec = resolve_model(opts.model)
+    collection = opts.collection or default_collection(spec)
+    books, everything = gather_books(opts)
+    _, max_len = load_tokenizer_json(spec)
+    fingerprint = f"{opts.chunk_settings().fingerprint()}|max={max_len}"
+    mpath = manifest_path(opts.store, opts.manifest)
+    rows = {}
+    if mpath.exists():
+        m = Manifest(mpath)
+        try:
+            rows = m.rows(collection)
+        finally:
+            m.close()
+    planned = plan(books, rows, fingerprint, spec.source, opts.force)
+    removals = prune_candidates(opts, planned, rows, everything) if opts.prune else []
+    counts = dict.fromkeys(("new", "changed", "metadata-only", "removed", "unchanged", "skipped",
+                            "failed"), 0)
+    books_out = []
+    for p in planned:
+        if p.action == "ingest":
+            kind = "new" if p.book.key not in rows else "changed"
+        else:
+            kind = {"metadata": "metadata-only", "skip": "skipped", "fail": "failed"}.get(
+                p.action, p.action)
+        counts[kind] += 1
+        books_out.append({"book_key": p.book.key, "calibre_id": p.book.calibre_id,
+                          "title": p.book.title, "path": _str(p.book.path), "action": kind,
+                          "reason": p.reason})
+    for key, why in removals:
+        counts["removed"] += why != "file-missing"
+        row = rows[key]
+        books_out.append({"book_key": key, "calibre_id": row.calibre_id, "title": row.title,
+                          "path": row.source_path, "action": "removed", "reason": why})
+    return {"collection": collection, "manifest": str(mpath), "counts": counts, "books": books_out}
 
 
 def ingest(opts: IngestOptions, stop: StopRequested | None = None) -> RunReport:
