@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import library
 from .chunk import ChunkSettings
 from .errors import UsageError
@@ -418,7 +420,7 @@ class Ingest:
 
     def __init__(self, opts: IngestOptions, stop: StopRequested | None = None, progress=None):
         self.opts = opts
-        self.stop = stop or StopRequested()
+        self.stop = stop if stop is not None else StopRequested()
         self.progress = progress  # callable(BookResult) or None
         self.spec = resolve_model(opts.model)
         self.collection = opts.collection or default_collection(self.spec)
@@ -625,7 +627,15 @@ class Ingest:
         for prepared in group:
             title = by_key[prepared.book_key].book.title or prepared.title or ""
             texts.extend(self.spec.document_text(c.text, title) for c in prepared.chunks)
-        vectors = embedder.encode_documents(texts, self.opts.batch_size)
+        # Slices, so a stop signal abandons the group within seconds; nothing of it is written yet.
+        step = self.opts.batch_size * 8
+        parts = []
+        for i in range(0, len(texts), step):
+            if self.stop:
+                log.info("abandoned %d book(s) mid-embedding; the next run does them", len(group))
+                return
+            parts.append(embedder.encode_documents(texts[i:i + step], self.opts.batch_size))
+        vectors = np.concatenate(parts)
         embed_s = time.perf_counter() - started
         self.stage["embed"] += embed_s
         vram.sample()

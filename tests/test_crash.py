@@ -116,3 +116,33 @@ def test_sigkill_at_random_moments(crash_library, tmp_path):
     proc = run_cli(*ingest_args(store, "--directory", crash_library))
     assert proc.returncode == 0, proc.stderr
     assert per_book(store) == expected
+
+
+@pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_signal_stops_cleanly_and_the_next_run_finishes(crash_library, tmp_path, signame, code):
+    store = tmp_path / "store"
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexandria",
+         *map(str, ingest_args(store, "--directory", crash_library, "--report", report))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    manifest = store / "manifest.sqlite"
+    deadline = time.monotonic() + 300
+    while done_count(manifest) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("the run finished before the signal could be sent")
+    proc.send_signal(getattr(signal, signame))
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert f"stopped by {signame}" in out  # the summary is still printed
+    assert json.loads(report.read_text())["interrupted"] == signame
+    con = sqlite3.connect(manifest)
+    stuck = con.execute("SELECT count(*) FROM books WHERE status='in-progress'").fetchone()[0]
+    con.close()
+    assert stuck == 0  # the books in flight were finished, not abandoned half-written
+    assert run_cli(*ingest_args(store, "--directory", crash_library)).returncode == 0
+    s = status_json(store)
+    assert s["mismatches"] == 0 and s["totals"]["done"] == len(CRASH_BOOKS)
