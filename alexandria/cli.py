@@ -111,6 +111,9 @@ def ingest_options(f):
         model_options,
         opt("--batch-size", type=int, default=96, show_default=True,
             help="Chunks per model batch."),
+        opt("--token-budget", type=int, default=None,
+            help="Tokens per model batch (default: batch size x chunk tokens); lower it on small "
+                 "GPUs."),
         opt("--chunk-tokens", type=int, default=512, show_default=True,
             help="Target chunk length in model tokens (capped by the model's maximum)."),
         opt("--overlap", type=int, default=64, show_default=True, help="Tokens shared by "

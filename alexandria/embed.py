@@ -75,6 +75,9 @@ class Embedder:
     # Test hook: called with the batch size before each encode; raising simulates an OOM.
     fault_hook: Callable[[int], None] | None = None
     oom_backoffs: int = 0
+    real_tokens: int = 0  # for padding efficiency: real / padded tokens fed to the model
+    padded_tokens: int = 0
+    budget_cap: int | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -115,6 +118,75 @@ class Embedder:
                 log.warning("out of GPU memory: retrying with batch size %d", batch_size)
                 if self.device.startswith("cuda"):
                     torch.cuda.empty_cache()
+
+    def encode_ids(
+        self,
+        ids: list[np.ndarray],
+        token_budget: int,
+        max_batch: int = 1024,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray | None:
+        """Pre-tokenized chunks -> normalised float32 rows in input order (None if stopped).
+
+        Length-sorted batches filled up to a token budget (not a fixed count padded to the
+        longest), built on the CPU while the GPU runs the previous batch: inputs go through
+        pinned memory without blocking and results stay on the device until the end, so there
+        is one synchronisation per call instead of one per batch.
+        """
+        import torch
+
+        if self.budget_cap is not None:
+            token_budget = min(token_budget, self.budget_cap)
+        n = len(ids)
+        if n == 0:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
+        order = np.argsort(-lengths, kind="stable")
+        pad_id = self.model.tokenizer.pad_token_id or 0
+        cuda = self.device.startswith("cuda")
+        outputs: list = []
+        pos = 0
+        while pos < n:
+            if should_stop is not None and should_stop():
+                return None
+            longest = int(lengths[order[pos]])
+            count = max(1, min(max_batch, token_budget // max(longest, 1), n - pos))
+            rows = order[pos:pos + count]
+            batch = np.full((count, longest), pad_id, dtype=np.int64)
+            mask = np.zeros((count, longest), dtype=np.int64)
+            for r, i in enumerate(rows):
+                length = lengths[i]
+                batch[r, :length] = ids[i]
+                mask[r, :length] = 1
+            try:
+                if self.fault_hook is not None:
+                    self.fault_hook(count * longest)
+                input_ids = torch.from_numpy(batch)
+                attention = torch.from_numpy(mask)
+                if cuda:
+                    input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+                    attention = attention.pin_memory().to(self.device, non_blocking=True)
+                with self._lock, torch.inference_mode():
+                    out = self.model({"input_ids": input_ids, "attention_mask": attention})
+                    vectors = torch.nn.functional.normalize(out["sentence_embedding"].float(), dim=-1)
+            except torch.OutOfMemoryError:
+                if count == 1:
+                    raise
+                token_budget = max(longest, (count // 2) * longest)
+                self.budget_cap = token_budget  # later calls start below the size that failed
+                self.oom_backoffs += 1
+                log.warning("out of GPU memory: token budget halved to %d", token_budget)
+                if cuda:
+                    torch.cuda.empty_cache()
+                continue
+            outputs.append((rows, vectors))
+            self.real_tokens += int(mask.sum())
+            self.padded_tokens += count * longest
+            pos += count
+        result = np.empty((n, self.dimension), dtype=np.float32)
+        for rows, vectors in outputs:  # the copies back wait for the GPU once, here
+            result[rows] = vectors.cpu().numpy()
+        return result
 
     def encode_query(self, query: str) -> list[float]:
         vector = self.encode_documents([self.spec.query_text(query)], batch_size=1)[0]

@@ -20,8 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from . import library
 from .chunk import ChunkSettings
 from .errors import UsageError
@@ -57,6 +55,7 @@ class IngestOptions:
     force: bool = False
     workers: int | None = None
     samples: int = 3
+    token_budget: int | None = None  # tokens per model batch; default batch_size x chunk_tokens
     prune: bool = True
     limit: int | None = None
     since: datetime | None = None
@@ -623,19 +622,14 @@ class Ingest:
 
     def _embed_group(self, group, by_key, writer, embedder, fingerprint, run_id, vram) -> None:
         started = time.perf_counter()
-        texts = []
-        for prepared in group:
-            title = by_key[prepared.book_key].book.title or prepared.title or ""
-            texts.extend(self.spec.document_text(c.text, title) for c in prepared.chunks)
-        # Slices, so a stop signal abandons the group within seconds; nothing of it is written yet.
-        step = self.opts.batch_size * 8
-        parts = []
-        for i in range(0, len(texts), step):
-            if self.stop:
-                log.info("abandoned %d book(s) mid-embedding; the next run does them", len(group))
-                return
-            parts.append(embedder.encode_documents(texts[i:i + step], self.opts.batch_size))
-        vectors = np.concatenate(parts)
+        ids = [x for prepared in group for x in prepared.token_ids]
+        budget = self.opts.token_budget or self.opts.batch_size * min(
+            self.opts.chunk_tokens, self.max_seq_length)
+        vectors = embedder.encode_ids(ids, budget, max_batch=self.opts.batch_size * 4,
+                                      should_stop=lambda: bool(self.stop))
+        if vectors is None:  # stopped: nothing of this group was written, the next run does it
+            log.info("abandoned %d book(s) mid-embedding; the next run does them", len(group))
+            return
         embed_s = time.perf_counter() - started
         self.stage["embed"] += embed_s
         vram.sample()

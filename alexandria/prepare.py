@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from .chunk import Chunk, Chunker, ChunkSettings
 from .errors import BookError
 
@@ -32,6 +34,9 @@ class PreparedBook:
     warnings: list[str] = field(default_factory=list)
     content_hash: str | None = None
     seconds: float = 0.0
+    # What the model reads per chunk (prompt and special tokens included), tokenized here so the
+    # embedding thread only pads and feeds.
+    token_ids: list = field(default_factory=list)
     reason: str | None = None  # set when the book failed
     detail: str = ""
 
@@ -70,13 +75,27 @@ def prepare(task: PrepareTask) -> PreparedBook:
         out.chunks = chunker.chunk(book.chapters, reserved=reserved)
         if not out.chunks:
             raise BookError("no-text", "no chapter has any text to embed")
+        title = task.title or book.title or "none"
+        texts = [c.text if not template else str(template).format(title=title, text=c.text)
+                 for c in out.chunks]
+        out.token_ids = model_inputs(chunker, texts)
     except BookError as e:
         out.reason, out.detail, out.chunks = e.reason, e.detail, []
+        out.token_ids = []
     except MemoryError:
         out.reason, out.detail, out.chunks = "too-large", "ran out of memory while reading", []
     except Exception as e:  # a bug or an unforeseen file: still a named reason, never a crash
         out.reason, out.detail, out.chunks = f"unexpected:{type(e).__name__}", str(e)[:300], []
     out.seconds = time.perf_counter() - started
+    return out
+
+
+def model_inputs(chunker: Chunker, texts: list[str]) -> list[np.ndarray]:
+    limit = chunker.max_seq_length
+    out = []
+    for enc in chunker.tokenizer.encode_batch(texts, add_special_tokens=True):
+        ids = enc.ids if len(enc.ids) <= limit else enc.ids[: limit - 1] + enc.ids[-1:]
+        out.append(np.asarray(ids, dtype=np.int32))
     return out
 
 

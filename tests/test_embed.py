@@ -1,0 +1,95 @@
+"""Stage 4 with the real minilm model: token-budget batches, order, OOM back-off, dtype choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from alexandria.chunk import Chunker, ChunkSettings
+from alexandria.embed import get_embedder, resolve_dtype
+from alexandria.errors import UsageError
+from alexandria.models import resolve_model
+from alexandria.prepare import model_inputs
+
+TEXTS = [("Call me Ishmael. " * (1 + (i * 7) % 40)) + f"Sentence number {i}." for i in range(60)]
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return get_embedder(resolve_model("minilm"), "cpu", "fp32")
+
+
+@pytest.fixture(scope="module")
+def ids(embedder):
+    chunker = Chunker(embedder.tokenizer_json(), embedder.max_seq_length, ChunkSettings())
+    return model_inputs(chunker, TEXTS)
+
+
+def test_token_budget_batches_match_sentence_transformers(embedder, ids):
+    reference = embedder.encode_documents(TEXTS, batch_size=16)
+    before = (embedder.real_tokens, embedder.padded_tokens)
+    vectors = embedder.encode_ids(ids, token_budget=2048)
+    assert vectors.shape == reference.shape
+    # Same rows in the same order as the input, whatever order the batches ran in.
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
+    real = embedder.real_tokens - before[0]
+    padded = embedder.padded_tokens - before[1]
+    assert real == sum(len(x) for x in ids)
+    assert real / padded > 0.8  # length-sorted batches waste little on padding
+
+
+def test_budget_bounds_every_batch(embedder, ids):
+    seen = []
+    embedder.fault_hook = seen.append
+    try:
+        embedder.encode_ids(ids, token_budget=1000)
+    finally:
+        embedder.fault_hook = None
+    longest = max(len(x) for x in ids)
+    assert all(tokens <= max(1000, longest) for tokens in seen)
+    assert len(seen) > 3
+
+
+def test_out_of_memory_halves_the_batch_and_retries(embedder, ids):
+    """No GPU in CI: the hook raises the real torch OOM error for batches above a size."""
+    reference = embedder.encode_ids(ids, token_budget=4096)
+
+    def fake_oom(tokens: int) -> None:
+        if tokens > 1500:
+            raise torch.OutOfMemoryError("simulated: CUDA out of memory")
+
+    embedder.fault_hook = fake_oom
+    try:
+        backoffs = embedder.oom_backoffs
+        vectors = embedder.encode_ids(ids, token_budget=4096)
+        assert embedder.oom_backoffs > backoffs
+        assert np.allclose(vectors, reference, atol=1e-5)
+    finally:
+        embedder.fault_hook = None
+        embedder.budget_cap = None
+
+
+def test_stop_request_abandons_without_result(embedder, ids):
+    assert embedder.encode_ids(ids, token_budget=512, should_stop=lambda: True) is None
+
+
+def test_dtype_rules():
+    gemma, bge = resolve_model("embeddinggemma"), resolve_model("bge-m3")
+    assert resolve_dtype("auto", "cuda", gemma) == "bfloat16"
+    assert resolve_dtype("auto", "cuda", bge) == "float16"
+    assert resolve_dtype("auto", "cpu", bge) in ("float32", "bfloat16")
+    with pytest.raises(UsageError):
+        resolve_dtype("fp16", "cpu", bge)
+
+
+def test_cpu_bf16_keeps_quality(ids):
+    """bf16 on the CPU must stay within cosine 0.999 of fp32 to be an acceptable default."""
+    fp32 = get_embedder(resolve_model("minilm"), "cpu", "fp32").encode_ids(ids, 4096)
+    bf16 = get_embedder(resolve_model("minilm"), "cpu", "bf16").encode_ids(ids, 4096)
+    assert np.min(np.sum(fp32 * bf16, axis=1)) > 0.999
+
+
+def test_embedder_is_cached_per_process():
+    spec = resolve_model("minilm")
+    assert get_embedder(spec, "cpu", "fp32") is get_embedder(spec, "cpu", "fp32")
