@@ -29,7 +29,7 @@ def _env(name: str) -> str:
 
 def opt(*decls, **kw):
     """Every option also reads ALEXANDRIA_<OPTION> (flags beat environment beat .env)."""
-    long = next(d for d in decls if d.startswith("--"))
+    long = next(d for d in decls if d.startswith("--")).split("/")[0]
     kw.setdefault("envvar", _env(long[2:]))
     kw.setdefault("show_envvar", True)
     return click.option(*decls, **kw)
