@@ -1,4 +1,4 @@
-"""Stage 1: what books exist. Reads a Calibre library (metadata.db, never written) or a folder of EPUBs."""
+"""Stage 1: what books exist. Reads a Calibre library (metadata.db, never written) or a folder of books."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ from pathlib import Path
 
 from .errors import UsageError
 
-READABLE_FORMATS = ("epub",)
+# Formats with a reader (prepare.READERS), as calibre names them (lower case) or as file extensions.
+READABLE_FORMATS = (
+    "epub", "azw3", "azw", "mobi", "prc", "pdf", "txt", "text", "md", "markdown", "html", "htm", "xhtml",
+)
 
 
 @dataclass
@@ -95,22 +98,31 @@ def is_calibre_library(root: Path) -> bool:
 
 
 def scan(root: Path, formats: Iterable[str] = ("epub",)) -> list[Book]:
-    """All books below root: from metadata.db when there is one, else every *.epub file."""
+    """All books below root: from metadata.db when there is one, else every file of the formats."""
     if not root.exists():
         raise UsageError(f"The library folder {root} does not exist.")
     if not root.is_dir():
         raise UsageError(f"{root} is not a folder; use --file for a single book.")
     if is_calibre_library(root):
         return read_calibre(root, formats)
-    return [book_from_file(p) for p in _epub_files(root)]
+    return [book_from_file(p) for p in _book_files(root, formats)]
 
 
-def _epub_files(root: Path) -> Iterator[Path]:
+def _book_files(root: Path, formats: Iterable[str]) -> Iterator[Path]:
+    """Files of the wanted formats; where one folder holds the same name in several formats
+    (Moby-Dick.epub and Moby-Dick.pdf), only the first in preference order: one book, not two."""
+    preference = [f.lower() for f in formats if f.lower() in READABLE_FORMATS]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
-            if name.lower().endswith(".epub"):
-                yield Path(dirpath) / name
+        chosen: dict[str, tuple[int, str]] = {}
+        for name in filenames:
+            stem, dot, ext = name.rpartition(".")
+            if dot and stem and ext.lower() in preference:
+                rank = preference.index(ext.lower())
+                if stem.casefold() not in chosen or rank < chosen[stem.casefold()][0]:
+                    chosen[stem.casefold()] = (rank, name)
+        for _, name in sorted(chosen.values(), key=lambda v: v[1]):
+            yield Path(dirpath) / name
 
 
 def book_from_file(path: Path) -> Book:
