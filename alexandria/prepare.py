@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunk import Chunk, Chunker, ChunkSettings
+from .chunk import Chunk, Chunker, ChunkSettings, parent_chunks
+from .chunk_semantic import SentencePlan, chunks_from_plan, embed_plans, plan_sentences
 from .errors import BookError
+from .pages import page_map
 
 
 @dataclass
@@ -39,6 +41,12 @@ class PreparedBook:
     token_ids: list = field(default_factory=list)
     reason: str | None = None  # set when the book failed
     detail: str = ""
+    # Semantic chunking only: the book's sentences, turned into chunks by the main process
+    # (complete_semantic) once they are embedded; None afterwards.
+    sentences: SentencePlan | None = None
+    prompt_title: str = "none"
+    # Paged books (PDF): chapter index -> (first page, where each page starts in its text)
+    pages: dict[int, tuple[int, list[int]]] = field(default_factory=dict)
 
     @property
     def tokens(self) -> int:
@@ -66,28 +74,91 @@ def prepare(task: PrepareTask) -> PreparedBook:
         del data
         out.title, out.authors, out.language = book.title, book.authors, book.language
         out.warnings = list(book.warnings)
+        out.pages = page_map(book.chapters)
         chunker: Chunker = _state["chunker"]  # type: ignore[assignment]
         template = _state.get("template")
-        reserved = 0
-        if template:
-            prompt = str(template).format(title=task.title or book.title or "none", text="")
-            reserved = len(chunker.tokenizer.encode(prompt, add_special_tokens=False).ids)
-        out.chunks = chunker.chunk(book.chapters, reserved=reserved)
-        if not out.chunks:
-            raise BookError("no-text", "no chapter has any text to embed")
-        title = task.title or book.title or "none"
-        texts = [c.text if not template else str(template).format(title=title, text=c.text)
-                 for c in out.chunks]
-        out.token_ids = model_inputs(chunker, texts)
+        chunk_chapters(out, book.chapters, chunker, template, task.title or book.title or "none")
     except BookError as e:
         out.reason, out.detail, out.chunks = e.reason, e.detail, []
-        out.token_ids = []
+        out.token_ids, out.sentences = [], None
     except MemoryError:
         out.reason, out.detail, out.chunks = "too-large", "ran out of memory while reading", []
     except Exception as e:  # a bug or an unforeseen file: still a named reason, never a crash
         out.reason, out.detail, out.chunks = f"unexpected:{type(e).__name__}", str(e)[:300], []
     out.seconds = time.perf_counter() - started
     return out
+
+
+def chunk_chapters(out: PreparedBook, chapters: list, chunker: Chunker, template: object,
+                   title: str) -> None:
+    """Fill out.chunks and out.token_ids (semantic: out.sentences) by the chunker's strategy."""
+    reserved = 0
+    if template:
+        prompt = str(template).format(title=title, text="")
+        reserved = len(chunker.tokenizer.encode(prompt, add_special_tokens=False).ids)
+    out.prompt_title = title
+    strategy = chunker.settings.strategy
+    if strategy == "semantic":
+        out.sentences = plan_sentences(
+            chapters, chunker, chunker.capacity(reserved),
+            lambda texts: model_inputs(chunker, texts),
+            lambda text: document_text(template, title, text))
+        if not out.sentences.spans:
+            raise BookError("no-text", "no chapter has any text to embed")
+        return
+    out.chunks = chunker.chunk(chapters, reserved=reserved)
+    if not out.chunks:
+        raise BookError("no-text", "no chapter has any text to embed")
+    if strategy == "hierarchical":
+        out.chunks += parent_chunks(chapters, out.chunks, chunker, reserved)
+    out.token_ids = chunk_inputs(chunker, out.chunks, template, title)
+
+
+def document_text(template: object, title: str, text: str) -> str:
+    return str(template).format(title=title, text=text) if template else text
+
+
+def chunk_inputs(chunker: Chunker, chunks: list[Chunk], template: object, title: str
+                 ) -> list[np.ndarray]:
+    """Model inputs per chunk; a parent's text is cut to a prefix first (the model is cut anyway)."""
+    prefix = chunker.max_seq_length * 16
+    texts = [c.text[:prefix] if c.kind == "parent" else c.text for c in chunks]
+    return model_inputs(chunker, [document_text(template, title, t) for t in texts])
+
+
+def complete_semantic(books: list[PreparedBook], chunker: Chunker, template: str | None, embedder,
+                      token_budget: int, max_batch: int, should_stop=None) -> bool:
+    """Main process: embed the sentences of these books together, then break them into chunks.
+
+    False when stopped before the embeddings were done (nothing is changed then).
+    """
+    todo = [b for b in books if b.sentences is not None]
+    if not todo:
+        return True
+    vectors = embed_plans([b.sentences for b in todo], embedder, token_budget, max_batch,
+                          should_stop)
+    if vectors is None:
+        return False
+    s = chunker.settings
+    for book, v in zip(todo, vectors, strict=True):
+        limit = book_capacity(chunker, template, book.prompt_title)
+        book.chunks = chunks_from_plan(book.sentences, v, s.threshold, s.min_tokens, limit)
+        book.token_ids = chunk_inputs(chunker, book.chunks, template, book.prompt_title)
+        counts = (chunker.count_tokens([c.text for c in book.chunks]) if template
+                  else [len(ids) for ids in book.token_ids])
+        for c, n in zip(book.chunks, counts, strict=True):
+            c.tokens = n  # exact, as the structural chunker counts (special tokens included)
+        book.sentences = None
+    return True
+
+
+def book_capacity(chunker: Chunker, template: str | None, title: str) -> int:
+    """Chunk token limit for one book: the model's window less the document prompt's tokens."""
+    reserved = 0
+    if template:
+        prompt = str(template).format(title=title, text="")
+        reserved = len(chunker.tokenizer.encode(prompt, add_special_tokens=False).ids)
+    return chunker.capacity(reserved)
 
 
 def model_inputs(chunker: Chunker, texts: list[str]) -> list[np.ndarray]:
@@ -112,12 +183,36 @@ def _read(path: Path) -> bytes:
         raise BookError("unreadable", f"{path}: {e.strerror}") from e
 
 
-def _extract(data: bytes, fmt: str, name: str):
-    from .extract import ExtractError, extract_epub
+# Reader per format, as "module:function"; imported on first use so a worker that only reads EPUBs
+# never loads PDFium. library.READABLE_FORMATS lists the same keys.
+READERS = {
+    "epub": "extract:extract_epub",
+    "azw3": "extract_mobi:extract_mobi",
+    "azw": "extract_mobi:extract_mobi",
+    "mobi": "extract_mobi:extract_mobi",
+    "prc": "extract_mobi:extract_mobi",
+    "pdf": "extract_pdf:extract_pdf",
+    "txt": "extract_text:extract_txt",
+    "text": "extract_text:extract_txt",
+    "md": "extract_text:extract_markdown",
+    "markdown": "extract_text:extract_markdown",
+    "html": "extract_text:extract_html",
+    "htm": "extract_text:extract_html",
+    "xhtml": "extract_text:extract_html",
+}
 
-    if fmt != "epub":
+
+def _extract(data: bytes, fmt: str, name: str):
+    import importlib
+
+    from .extract import ExtractError
+
+    reader = READERS.get(fmt)
+    if reader is None:
         raise BookError(f"unsupported-format:{fmt}", name)
+    module, function = reader.split(":")
+    extract = getattr(importlib.import_module(f"alexandria.{module}"), function)
     try:
-        return extract_epub(data, name)
+        return extract(data, name)
     except ExtractError as e:
         raise BookError(e.reason, e.detail) from e

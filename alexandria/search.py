@@ -26,6 +26,8 @@ class SearchOptions:
     language: str | None = None
     series: str | None = None
     book_key: str | None = None
+    chunker: str = "structural"  # picks the default collection, as at ingest
+    with_parent: bool = False  # hierarchical: attach each hit's chapter (its parent point)
 
 
 @dataclass
@@ -38,22 +40,28 @@ class Result:
     book_key: str
     chunk_index: int | None
     payload: dict[str, Any]
+    parent: dict[str, Any] | None = None  # the chapter around a hierarchical hit (--with-parent)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "score": self.score, "title": self.title, "authors": self.authors,
             "chapter": self.chapter, "text": self.text, "book_key": self.book_key,
             "chunk_index": self.chunk_index, "calibre_id": self.payload.get("calibre_id"),
             "chapter_index": self.payload.get("chapter_index"),
             "source_path": self.payload.get("source_path"),
         }
+        if self.payload.get("parent_id"):
+            out["parent_id"] = self.payload["parent_id"]
+        if self.parent is not None:
+            out["parent"] = {"chapter": self.parent.get("chapter"), "text": self.parent.get("text")}
+        return out
 
 
 def search(query: str, opts: SearchOptions) -> list[Result]:
     from .embed import get_embedder
 
     spec = resolve_model(opts.model)
-    collection = opts.collection or default_collection(spec)
+    collection = opts.collection or default_collection(spec, opts.chunker)
     embedder = get_embedder(spec, opts.device, opts.dtype)
     store = open_store(collection, embedder.dimension, opts.store, opts.qdrant_url, opts.api_key)
     try:
@@ -61,7 +69,11 @@ def search(query: str, opts: SearchOptions) -> list[Result]:
             "authors": opts.author, "tags": opts.tag, "language": opts.language,
             "series": opts.series, "book_key": opts.book_key,
         }.items() if v}
-        hits = store.search(embedder.encode_query(query), opts.top_k, must or None)
+        # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
+        hits = store.search(embedder.encode_query(query), opts.top_k, must or None,
+                            must_not={"kind": "parent"})
+        parent_ids = sorted({h.payload["parent_id"] for h in hits if h.payload.get("parent_id")})
+        parents = store.get(parent_ids) if opts.with_parent else {}
     finally:
         store.close()
     return [
@@ -74,6 +86,7 @@ def search(query: str, opts: SearchOptions) -> list[Result]:
             book_key=h.payload.get("book_key") or "",
             chunk_index=h.payload.get("chunk_index"),
             payload=h.payload,
+            parent=parents.get(h.payload.get("parent_id") or ""),
         )
         for h in hits
     ]

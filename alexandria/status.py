@@ -20,9 +20,10 @@ def status(
     qdrant_url: str | None = None,
     api_key: str | None = None,
     verify: bool = False,
+    chunker: str = "structural",
 ) -> dict[str, Any]:
     spec = resolve_model(model)
-    collection = collection or default_collection(spec)
+    collection = collection or default_collection(spec, chunker)
     mpath = manifest_path(store, manifest)
     if not mpath.exists():
         rows, last = {}, None
