@@ -612,7 +612,7 @@ def _manifest_check(path: Path, collection: str | None) -> Check:
         result = [r[0] for r in con.execute("PRAGMA integrity_check").fetchall()]
         if result != ["ok"]:
             return Check("manifest", "fail", f"{path} is damaged ({_one_line(result[0] if result else '?')});"
-                         " move it aside to start over")
+                         " run `alexandria repair` to rebuild it from the store")
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "books" not in tables:
             return Check("manifest", "fail", f"{path} is a SQLite file but not an Alexandria manifest")
@@ -620,8 +620,8 @@ def _manifest_check(path: Path, collection: str | None) -> Check:
             "SELECT collection, status, count(*) FROM books GROUP BY collection, status"
         ).fetchall()
     except sqlite3.Error as e:
-        return Check("manifest", "fail", f"{path} is unreadable ({_one_line(e)}); move it aside "
-                     "to start over")
+        return Check("manifest", "fail", f"{path} is unreadable ({_one_line(e)}); run "
+                     "`alexandria repair` to rebuild it from the store")
     finally:
         con.close()
     mine = {status: n for coll, status, n in rows if coll == collection}

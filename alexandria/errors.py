@@ -16,3 +16,10 @@ class BookError(Exception):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+class RunFailure(UsageError):
+    """The environment failed mid-run (disk full, library or store gone, server down past the
+    retry budget): one sentence, exit 74 (EX_IOERR); books already done are kept."""
+
+    exit_code = 74

@@ -175,6 +175,9 @@ def _open(path: Path, create: bool, write: bool = True) -> int:
         # Never O_TRUNC: that would wipe the running holder's description before we know it runs.
         return os.open(path, flags, 0o644)
     except OSError as e:
+        if create:
+            raise UsageError(f"The folder {path.parent} is not writable: its lock file cannot be "
+                             f"created ({e.strerror or e}).") from e
         raise UsageError(f"The lock file {path} cannot be opened ({e.strerror or e}).") from e
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import UsageError
+from .errors import RunFailure, UsageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS books (
@@ -55,6 +55,23 @@ CREATE TABLE IF NOT EXISTS runs (
 
 STATUSES = ("pending", "in-progress", "done", "failed", "skipped", "removed")
 
+EXIT_MANIFEST_CORRUPT = 65  # EX_DATAERR: the data is damaged; `alexandria repair` rebuilds it
+
+
+class ManifestCorrupt(UsageError):
+    """The manifest file is damaged: one sentence naming it, exit 65, `alexandria repair` fixes it."""
+
+    exit_code = EXIT_MANIFEST_CORRUPT
+
+    def __init__(self, path: Path, detail: str) -> None:
+        self.path = Path(path)
+        lines = [ln.strip() for ln in str(detail).splitlines() if ln.strip() and "***" not in ln]
+        detail = (lines[0] if lines else "unreadable")[:120]
+        super().__init__(
+            f"The manifest {self.path} is damaged ({detail}); run `alexandria repair` with the same "
+            "--model, --store and --collection to rebuild it from the store."
+        )
+
 
 @dataclass
 class Row:
@@ -86,21 +103,40 @@ class Row:
 class Manifest:
     """One SQLite file, one connection per thread that uses it."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, check: bool = True) -> None:
         self.path = Path(path)
+        self.con = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.con = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
             self.con.row_factory = sqlite3.Row
             self.con.execute("PRAGMA journal_mode=WAL")
             self.con.execute("PRAGMA synchronous=FULL")
+            if check:  # damaged pages otherwise surface as a traceback deep inside a run
+                problems = [r[0] for r in self.con.execute("PRAGMA quick_check(1)")]
+                if problems != ["ok"]:
+                    raise sqlite3.DatabaseError(problems[0])
             self.con.executescript(SCHEMA)
         except PermissionError as e:
+            self._close_quietly()
             raise UsageError(f"The manifest {self.path} cannot be written ({e.strerror}).") from e
+        except sqlite3.OperationalError as e:
+            self._close_quietly()
+            if "locked" in str(e) or "busy" in str(e):
+                raise UsageError(f"The manifest {self.path} is locked by another process ({e}).") from e
+            if "readonly" in str(e) or "unable to open" in str(e):
+                raise UsageError(f"The manifest {self.path} cannot be written ({e}).") from e
+            raise ManifestCorrupt(self.path, str(e)) from e
         except sqlite3.DatabaseError as e:
-            raise UsageError(
-                f"The manifest {self.path} is unreadable ({e}); move it aside to start over."
-            ) from e
+            self._close_quietly()
+            raise ManifestCorrupt(self.path, str(e)) from e
+
+    def _close_quietly(self) -> None:
+        if self.con is not None:
+            try:
+                self.con.close()
+            except sqlite3.Error:
+                pass
 
     def close(self) -> None:
         self.con.close()
@@ -130,31 +166,47 @@ class Manifest:
         return dict(r) if r else None
 
     # -- writing -------------------------------------------------------------------------------
+    def _write(self, sql: str, params=()) -> sqlite3.Cursor:
+        """One committed statement; a full disk or a vanished folder is one sentence, exit 74."""
+        try:
+            return self.con.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            text = str(e)
+            if "full" in text:
+                raise RunFailure(f"The disk holding the manifest {self.path} is full ({text}); "
+                                 "free some space and run again: books already done are kept.") from e
+            if "readonly" in text or "disk I/O" in text or "unable to open" in text:
+                raise RunFailure(f"The manifest {self.path} cannot be written any more ({text}); "
+                                 "books already done are kept.") from e
+            raise
+        except sqlite3.DatabaseError as e:
+            raise ManifestCorrupt(self.path, str(e)) from e
+
     def upsert(self, collection: str, book_key: str, **fields: Any) -> None:
         """Insert or update one row; every call is its own committed transaction."""
         fields["updated_at"] = time.time()
         cols = ["collection", "book_key", *fields]
         values = [collection, book_key, *fields.values()]
         updates = ", ".join(f"{c} = excluded.{c}" for c in fields)
-        self.con.execute(
+        self._write(
             f"INSERT INTO books ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
             f"ON CONFLICT (collection, book_key) DO UPDATE SET {updates}",
             values,
         )
 
     def delete(self, collection: str, book_key: str) -> None:
-        self.con.execute(
+        self._write(
             "DELETE FROM books WHERE collection = ? AND book_key = ?", (collection, book_key)
         )
 
     def start_run(self, collection: str) -> int:
-        cur = self.con.execute(
+        cur = self._write(
             "INSERT INTO runs (collection, started_at) VALUES (?, ?)", (collection, time.time())
         )
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int, outcome: str, report: dict[str, Any]) -> None:
-        self.con.execute(
+        self._write(
             "UPDATE runs SET finished_at = ?, outcome = ?, report = ? WHERE id = ?",
             (time.time(), outcome, json.dumps(report, ensure_ascii=False), run_id),
         )

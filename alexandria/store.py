@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+import os
+import random
+import shutil
+import time
 import uuid
+import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
+
+log = logging.getLogger("alexandria")
 
 POINT_NAMESPACE = uuid.UUID("6f1c3a9e-2b7d-4e55-9a1f-0c8d5e4b7a21")
 
@@ -17,6 +27,11 @@ POINT_NAMESPACE = uuid.UUID("6f1c3a9e-2b7d-4e55-9a1f-0c8d5e4b7a21")
 def point_id(book_key: str, chunk_index: int) -> str:
     """Deterministic: re-ingesting a book overwrites its points instead of adding copies."""
     return str(uuid.uuid5(POINT_NAMESPACE, f"{book_key}#{chunk_index}"))
+
+
+def parent_point_id(book_key: str, chapter_index: int) -> str:
+    """A hierarchical chapter point: deterministic, and never equal to any chunk's id."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{book_key}#parent#{chapter_index}"))
 
 
 @dataclass
@@ -57,8 +72,13 @@ class VectorStore(ABC):
 
     @abstractmethod
     def search(
-        self, vector: list[float], limit: int, must: dict[str, Any] | None = None
+        self, vector: list[float], limit: int, must: dict[str, Any] | None = None,
+        must_not: dict[str, Any] | None = None,
     ) -> list[Hit]: ...
+
+    @abstractmethod
+    def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Payloads of these points by id (missing ids are left out): a hit's parent chapter."""
 
     @abstractmethod
     def count(self) -> int: ...
@@ -67,8 +87,18 @@ class VectorStore(ABC):
     def payloads(self, book_key: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """Every point's id and payload (of one book, or all): for checks and repairs."""
 
+    @abstractmethod
+    def iter_points(
+        self, fields: list[str] | None = None, with_vectors: bool = False, batch: int = 1000
+    ) -> Iterator[list[PointData]]:
+        """Every point in pages of `batch` (only `fields` of the payload; vectors when asked):
+        repair and export stream a whole collection without holding it in memory."""
+
     def flush(self) -> None:
         """Make everything written so far durable before the manifest says so."""
+
+    def finish(self) -> None:
+        """A run completed: undo any bulk-load setting (a server builds its index now)."""
 
     def close(self) -> None:
         pass
@@ -84,6 +114,7 @@ class EdgeStore(VectorStore):
         self.collection = collection
         self.path = Path(root).expanduser() / collection
         existing = self.path / "edge_config.json"
+        _check_free(self.path)
         try:
             if existing.is_file():
                 stored = _edge_dimension(existing)
@@ -120,26 +151,53 @@ class EdgeStore(VectorStore):
         qe = self.qe
         return qe.Filter(must=[qe.FieldCondition(key="book_key", match=qe.MatchValue(book_key))])
 
-    def _filter(self, must: dict[str, Any] | None):
-        if not must:
+    def _filter(self, must: dict[str, Any] | None, must_not: dict[str, Any] | None = None):
+        if not must and not must_not:
             return None
         qe = self.qe
-        conds = []
-        for key, value in must.items():
-            if isinstance(value, (list, tuple)):
-                conds.append(qe.FieldCondition(key=key, match=qe.MatchAny(list(value))))
-            else:
-                conds.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
-        return qe.Filter(must=conds)
+
+        def conds(spec: dict[str, Any] | None) -> list | None:
+            out = []
+            for key, value in (spec or {}).items():
+                if isinstance(value, (list, tuple)):
+                    out.append(qe.FieldCondition(key=key, match=qe.MatchAny(list(value))))
+                else:
+                    out.append(qe.FieldCondition(key=key, match=qe.MatchValue(value)))
+            return out or None
+
+        return qe.Filter(must=conds(must), must_not=conds(must_not))
 
     def _do(self, op) -> None:
         try:
+            if write_hook is not None:
+                write_hook(self.path)
             self.shard.update(op)
         except Exception as e:
-            raise StoreError(f"writing to {self.path} failed: {e}") from e
+            raise StoreError(self._why("writing to", e)) from e
+
+    def _why(self, doing: str, e: Exception) -> str:
+        text = _short(e)
+        if getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text or "os error 28" in text:
+            return f"the disk holding {self.path} is full (No space left on device); free some space"
+        return f"{doing} {self.path} failed ({text})"
+
+    def _check_space(self, points: list[PointData]) -> None:
+        """Qdrant Edge writes through memory maps: a full disk is a SIGBUS, not an error, so stop
+        with a sentence while there is still room (the reserve covers a new 32 MB WAL segment)."""
+        want = min_free_bytes() + 3 * sum(4 * len(p.vector) + len(json.dumps(p.payload))
+                                          for p in points)
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return
+        if free < want:
+            raise StoreError(
+                f"the disk holding {self.path} is nearly full ({free / 2**20:.0f} MB free, "
+                f"{want / 2**20:.0f} MB wanted to write safely); free some space")
 
     def upsert(self, points: list[PointData]) -> None:
         qe = self.qe
+        self._check_space(points)
         self._do(
             qe.UpdateOperation.upsert_points(
                 [qe.Point(p.id, p.vector, p.payload) for p in points]
@@ -172,31 +230,54 @@ class EdgeStore(VectorStore):
             if offset is None:
                 return out
 
+    def iter_points(self, fields=None, with_vectors=False, batch=1000):
+        qe, offset = self.qe, None
+        while True:
+            records, offset = self.shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=batch, with_payload=list(fields) if fields else True,
+                with_vector=with_vectors))
+            yield [PointData(str(r.id), _plain_vector(r.vector) if with_vectors else [],
+                             dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
     def set_book_payload(self, book_key: str, payload: dict[str, Any]) -> None:
         self._do(
             self.qe.UpdateOperation.set_payload_by_filter(self._book_filter(book_key), payload)
         )
 
-    def search(self, vector, limit, must=None) -> list[Hit]:
+    def search(self, vector, limit, must=None, must_not=None) -> list[Hit]:
         qe = self.qe
         request = qe.QueryRequest(
             limit=limit,
             query=qe.Query.Nearest(list(vector)),
             with_payload=True,
-            filter=self._filter(must),
+            filter=self._filter(must, must_not),
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
+
+    def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        return {str(r.id): dict(r.payload or {}) for r in self.shard.retrieve(list(ids), True, False)}
 
     def flush(self) -> None:
         try:
             self.shard.flush()
         except Exception as e:
-            raise StoreError(f"flushing {self.path} failed: {e}") from e
+            raise StoreError(self._why("flushing", e)) from e
 
     def close(self) -> None:
         shard, self.shard = getattr(self, "shard", None), None
         if shard is not None:
             shard.close()
+
+
+def _plain_vector(vector: Any) -> list[float]:
+    """The unnamed dense vector of a record, whichever shape the engine hands back."""
+    if isinstance(vector, dict):
+        vector = vector.get("", next(iter(vector.values()), []))
+    return [float(x) for x in vector] if vector is not None else []
 
 
 def _edge_dimension(config_file: Path) -> int | None:
@@ -205,6 +286,59 @@ def _edge_dimension(config_file: Path) -> int | None:
         return int(vectors[""]["size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+@dataclass
+class RetryPolicy:
+    """How long a run rides out a server that restarts or a network that drops.
+
+    Transient failures (connection refused or reset, timeouts, HTTP 429 and 5xx, gRPC UNAVAILABLE
+    and friends) are retried after base_s, 2*base_s, 4*base_s ... (at most max_s, with jitter), at
+    most `retries` times per request and for at most budget_s seconds of waiting in all.
+    """
+
+    retries: int = 5
+    base_s: float = 0.5
+    max_s: float = 30.0
+    budget_s: float = 600.0
+
+
+def min_free_bytes() -> int:
+    """Free space an Edge store keeps in reserve (ALEXANDRIA_MIN_FREE_MB, default 64 MB)."""
+    try:
+        return int(float(os.environ.get("ALEXANDRIA_MIN_FREE_MB", "64")) * 2**20)
+    except ValueError:
+        return 64 * 2**20
+
+
+def _check_free(path: Path) -> None:
+    """Opening an Edge store writes (a new segment, WAL pages through memory maps): on a full disk
+    that is a SIGBUS, so refuse with a sentence first."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return
+    if free < min_free_bytes():
+        from .errors import RunFailure
+
+        raise RunFailure(
+            f"The disk holding {path} has only {free / 2**20:.0f} MB free; the store needs "
+            f"{min_free_bytes() / 2**20:.0f} MB (ALEXANDRIA_MIN_FREE_MB) to open safely; free "
+            "some space.")
+
+
+# Fault injection for tests: called with the store path before every Edge write, it may raise
+# (OSError(ENOSPC) where no small file system can be mounted to fill for real).
+write_hook: Callable[[Path], None] | None = None
+
+# Fault injection for tests: when set, every client a ServerStore makes is passed through it
+# (a test wraps a real local-mode client so that its first calls fail the way a server does).
+client_hook: Callable[[Any], Any] | None = None
+
+DEFAULT_HNSW_M = 16  # Qdrant's default graph degree, restored after a bulk load
 
 
 class ServerStore(VectorStore):
@@ -218,62 +352,128 @@ class ServerStore(VectorStore):
         api_key: str | None = None,
         path: str | None = None,
         timeout: int = 60,
+        prefer_grpc: bool = True,
+        retry: RetryPolicy | None = None,
+        bulk_load: bool = False,
+        client: Any = None,
     ) -> None:
-        from qdrant_client import QdrantClient, models
+        from qdrant_client import models
 
         self.models = models
         self.collection = collection
-        where = url or path
+        self.retry = retry or RetryPolicy()
+        self._secret = api_key or None
+        self._waited = 0.0
+        self.retries_used = 0
+        self.bulk = False
+        self.where = where = _redact_url(url) if url else (path or "local mode")
+        self._owns_client = client is None  # an injected client is its owner's to close
         try:
-            if path is not None:
-                self.client = QdrantClient(path=path)
-            else:
-                self.client = QdrantClient(
-                    url=url, api_key=api_key, prefer_grpc=True, timeout=timeout
-                )
-            exists = self.client.collection_exists(collection)
+            if client is None:
+                client = self._make_client(url, api_key, path, timeout, prefer_grpc)
+            self.client = client_hook(client) if client_hook else client
+            exists = self._call(self.client.collection_exists, collection)
+        except UsageError:
+            raise
+        except StoreError as e:
+            raise UsageError(f"The Qdrant server at {where} is not reachable: {e}.") from None
         except Exception as e:
-            raise UsageError(f"The Qdrant server at {where} is not reachable ({_short(e)}).") from e
+            raise UsageError(
+                f"The Qdrant server at {where} is not reachable ({self._short(e)})."
+            ) from None
         if exists:
-            info = self.client.get_collection(collection)
+            info = self._call(self.client.get_collection, collection)
             stored = getattr(info.config.params.vectors, "size", None)
             if dimension is not None and stored is not None and stored != dimension:
                 raise UsageError(
                     f"Collection {collection!r} on {where} holds {stored}-dimensional vectors "
                     f"but the model makes {dimension}; use another --collection."
                 )
+            hnsw = getattr(info.config, "hnsw_config", None)
+            self.bulk = getattr(hnsw, "m", None) == 0  # an earlier bulk load never finished
         elif dimension is None:
             raise UsageError(f"There is no collection {collection!r} on {where}.")
         else:
-            self.client.create_collection(
+            # Bulk load: a first full ingest builds no HNSW graph while it writes (m=0); finish()
+            # restores the graph once, at the end, instead of rebuilding it segment by segment.
+            self._call(
+                self.client.create_collection,
                 collection,
                 vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+                hnsw_config=models.HnswConfigDiff(m=0) if bulk_load else None,
             )
-            self.client.create_payload_index(
-                collection, "book_key", models.PayloadSchemaType.KEYWORD
-            )
+            self.bulk = bulk_load
+            with warnings.catch_warnings():  # local mode says payload indexes do nothing there
+                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+                self._call(
+                    self.client.create_payload_index, collection, "book_key",
+                    models.PayloadSchemaType.KEYWORD,
+                )
+
+    @staticmethod
+    def _make_client(url, api_key, path, timeout, prefer_grpc):
+        from qdrant_client import QdrantClient
+
+        if path is not None:
+            return QdrantClient(path=path)
+        return QdrantClient(url=url, api_key=api_key, prefer_grpc=prefer_grpc, timeout=timeout)
+
+    def _short(self, e: BaseException) -> str:
+        """One line of an error, with the API key blanked wherever it might have been echoed."""
+        text = _short(e)
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def finish(self) -> None:
+        """End of a complete run: a bulk-loaded collection gets its HNSW graph built now."""
+        if self.bulk:
+            self._call(self.client.update_collection, self.collection,
+                       hnsw_config=self.models.HnswConfigDiff(m=DEFAULT_HNSW_M))
+            self.bulk = False
 
     def _book_filter(self, book_key: str):
         m = self.models
         return m.Filter(must=[m.FieldCondition(key="book_key", match=m.MatchValue(value=book_key))])
 
-    def _filter(self, must):
-        if not must:
+    def _filter(self, must, must_not=None):
+        if not must and not must_not:
             return None
         m = self.models
-        conds = []
-        for key, value in must.items():
-            if isinstance(value, (list, tuple)):
-                conds.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(value))))
-            else:
-                conds.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
-        return m.Filter(must=conds)
+
+        def conds(spec):
+            out = []
+            for key, value in (spec or {}).items():
+                if isinstance(value, (list, tuple)):
+                    out.append(m.FieldCondition(key=key, match=m.MatchAny(any=list(value))))
+                else:
+                    out.append(m.FieldCondition(key=key, match=m.MatchValue(value=value)))
+            return out or None
+
+        return m.Filter(must=conds(must), must_not=conds(must_not))
 
     def _call(self, fn, *args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except Exception as e:
-            raise StoreError(f"Qdrant request failed: {_short(e)}") from e
+        """fn(*args) with retries on transient failures; then one sentence, the key never in it."""
+        attempt = 0
+        while True:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                policy = self.retry
+                delay = min(policy.max_s, policy.base_s * 2 ** attempt)
+                delay *= random.uniform(0.8, 1.2)
+                if (not is_transient(e) or attempt >= policy.retries
+                        or self._waited + delay > policy.budget_s):
+                    why = "" if not is_transient(e) else (
+                        f" after {attempt + 1} attempts and {self._waited:.0f}s of retrying")
+                    raise StoreError(
+                        f"Qdrant request {getattr(fn, '__name__', 'call')} on {self.where} failed"
+                        f"{why} ({self._short(e)})") from None
+                attempt += 1
+                self.retries_used += 1
+                self._waited += delay
+                log.warning("Qdrant %s failed (%s); retry %d of %d in %.1fs",
+                            getattr(fn, "__name__", "call"), self._short(e), attempt,
+                            policy.retries, delay)
+                time.sleep(delay)
 
     def upsert(self, points: list[PointData]) -> None:
         m = self.models
@@ -323,31 +523,88 @@ class ServerStore(VectorStore):
             if offset is None:
                 return out
 
+    def iter_points(self, fields=None, with_vectors=False, batch=1000):
+        offset = None
+        while True:
+            records, offset = self._call(
+                self.client.scroll, self.collection, limit=batch, offset=offset,
+                with_payload=list(fields) if fields else True, with_vectors=with_vectors,
+            )
+            yield [PointData(str(r.id), _plain_vector(r.vector) if with_vectors else [],
+                             dict(r.payload or {})) for r in records]
+            if offset is None:
+                return
+
     def set_book_payload(self, book_key: str, payload: dict[str, Any]) -> None:
         selector = self.models.FilterSelector(filter=self._book_filter(book_key))
         self._call(
             self.client.set_payload, self.collection, payload=payload, points=selector, wait=True
         )
 
-    def search(self, vector, limit, must=None) -> list[Hit]:
+    def search(self, vector, limit, must=None, must_not=None) -> list[Hit]:
         response = self._call(
             self.client.query_points,
             self.collection,
             query=list(vector),
             limit=limit,
             with_payload=True,
-            query_filter=self._filter(must),
+            query_filter=self._filter(must, must_not),
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
+    def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        if not ids:
+            return {}
+        records = self._call(self.client.retrieve, self.collection, ids=list(ids), with_payload=True)
+        return {str(r.id): dict(r.payload or {}) for r in records}
+
     def close(self) -> None:
+        if not getattr(self, "_owns_client", True):
+            return
         try:
             self.client.close()
         except Exception:
             pass
 
 
-def _short(e: Exception) -> str:
+_TRANSIENT_GRPC = {"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "INTERNAL"}
+
+
+def is_transient(e: BaseException) -> bool:
+    """Worth retrying: the server or the network hiccuped, the request itself was fine."""
+    status = getattr(e, "status_code", None)
+    if isinstance(status, int):
+        return status == 429 or status >= 500
+    if isinstance(e, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import httpx
+
+        if isinstance(e, (httpx.TransportError,)):
+            return True
+    except ImportError:  # pragma: no cover - qdrant-client depends on httpx
+        pass
+    code = getattr(e, "code", None)
+    if callable(code):  # grpc.RpcError
+        try:
+            return getattr(code(), "name", "") in _TRANSIENT_GRPC
+        except Exception:
+            return False
+    source = getattr(e, "source", None)  # qdrant_client's ResponseHandlingException wraps the cause
+    if isinstance(source, BaseException) and source is not e:
+        return is_transient(source)
+    return False
+
+
+def _redact_url(url: str) -> str:
+    """A URL fit for messages and logs: user:password@ removed."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
+
+
+def _short(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:200] if text else type(e).__name__
 
@@ -358,10 +615,14 @@ def open_store(
     store_dir: Path | None = None,
     qdrant_url: str | None = None,
     api_key: str | None = None,
+    **server: Any,
 ) -> VectorStore:
-    """dimension=None opens an existing collection only (search, status)."""
+    """dimension=None opens an existing collection only (search, status).
+
+    `server` goes to ServerStore: timeout, prefer_grpc, retry (RetryPolicy), bulk_load.
+    """
     if qdrant_url:
         if qdrant_url.startswith("local:"):  # qdrant-client's in-process mode, used by tests
-            return ServerStore(collection, dimension, path=qdrant_url[len("local:"):])
-        return ServerStore(collection, dimension, url=qdrant_url, api_key=api_key)
+            return ServerStore(collection, dimension, path=qdrant_url[len("local:"):], **server)
+        return ServerStore(collection, dimension, url=qdrant_url, api_key=api_key, **server)
     return EdgeStore(Path(store_dir or "data/qdrant"), collection, dimension)
