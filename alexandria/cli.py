@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 from dotenv import load_dotenv
 
-from .errors import UsageError
+from .errors import RunFailure, UsageError
 from .lock import EXIT_LOCKED, LockBusy
 
 EXIT_OK, EXIT_FAILED_BOOKS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
@@ -61,13 +61,29 @@ def _api_key() -> str | None:
     return os.environ.get("QDRANT_API_KEY") or None
 
 
-def setup_logging(log_dir: Path | None, quiet: bool, to_terminal: bool) -> Path | None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (--log-json): time, level, message, and the traceback if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from datetime import datetime, timezone
+
+        out = {"time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                   timespec="milliseconds"),
+               "level": record.levelname.lower(), "message": record.getMessage(),
+               "pid": record.process}
+        if record.exc_info:
+            out["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(out, ensure_ascii=False)
+
+
+def setup_logging(log_dir: Path | None, quiet: bool, to_terminal: bool,
+                  json_logs: bool = False) -> Path | None:
     log.setLevel(logging.INFO)
     log.handlers.clear()
     log.propagate = False
-    stderr = _TqdmHandler()
+    stderr = _TqdmHandler() if to_terminal else logging.StreamHandler(sys.stderr)
     stderr.setLevel(logging.WARNING if quiet else logging.INFO)
-    stderr.setFormatter(logging.Formatter("%(message)s"))
+    stderr.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(message)s"))
     log.addHandler(stderr)
     if log_dir is None:
         return None
@@ -79,7 +95,8 @@ def setup_logging(log_dir: Path | None, quiet: bool, to_terminal: bool) -> Path 
         )
     except OSError as e:
         raise UsageError(f"The log folder {log_dir} is not writable ({e.strerror}).") from e
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_logs
+                         else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     return path
 
@@ -102,6 +119,15 @@ def cli() -> None:
     """Alexandria: turn an e-book library into a searchable Qdrant vector store."""
 
 
+CHUNKERS = ("structural", "semantic", "hierarchical")  # alexandria.chunk.STRATEGIES
+chunker_option = opt(
+    "--chunker", type=click.Choice(CHUNKERS, case_sensitive=False), default="structural",
+    show_default=True,
+    help="structural: paragraphs and sentences by tokens; semantic: break where the topic "
+         "shifts; hierarchical: a point per chapter plus structural chunks pointing at it. "
+         "Not structural: the default collection is alexandria_<model>_<chunker>.")
+
+
 def ingest_options(f):
     for decorator in reversed([
         opt("--directory", type=click.Path(path_type=Path), default=None,
@@ -112,14 +138,25 @@ def ingest_options(f):
         opt("--batch-size", type=int, default=96, show_default=True,
             help="Chunks per model batch."),
         opt("--token-budget", type=int, default=None,
-            help="Tokens per model batch (default: batch size x chunk tokens); lower it on small "
-                 "GPUs."),
+            help="Tokens per model batch (default: batch size x chunk tokens, 4x that on a GPU); "
+                 "lower it on small GPUs, or use --max-vram-gb."),
+        opt("--max-vram-gb", type=float, default=None,
+            help="Keep the model's GPU memory under this many GB (caps the token budget)."),
+        opt("--compile", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+            help="torch.compile the model (auto: on CUDA; falls back to eager if it fails)."),
         opt("--chunk-tokens", type=int, default=512, show_default=True,
             help="Target chunk length in model tokens (capped by the model's maximum)."),
         opt("--overlap", type=int, default=64, show_default=True, help="Tokens shared by "
             "neighbouring chunks."),
+        chunker_option,
+        opt("--threshold", type=float, default=None,
+            help="semantic: break where neighbouring sentences are less similar than this "
+                 "(cosine, -1..1). Default: each book's own 25th percentile."),
+        opt("--min-tokens", type=int, default=64, show_default=True,
+            help="semantic: no topic break in a chunk shorter than this."),
         opt("--formats", default="epub", show_default=True,
-            help="Format preference order for Calibre books, comma-separated."),
+            help="Format preference order, comma-separated: epub, azw3, azw, mobi, prc, pdf, txt, "
+                 "md, html (the first one a book has wins)."),
         opt("--workers", type=int, default=None, help="Extraction processes (default: cores-1, "
             "at most 4)."),
         opt("--report", type=click.Path(path_type=Path), default=None,
@@ -141,6 +178,16 @@ def ingest_options(f):
             show_default=True, help="Run logs land here."),
         opt("--wait-lock", type=float, default=0.0, show_default=True, metavar="SECONDS",
             help="When another run holds the store, wait this long instead of exiting with 75."),
+        opt("--log-json", is_flag=True, default=False,
+            help="Log lines as JSON objects (one per line), on stderr and in the log file."),
+        opt("--qdrant-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS",
+            help="Server mode: timeout of one request."),
+        opt("--qdrant-retries", type=int, default=5, show_default=True,
+            help="Server mode: retries of a transient failure (exponential backoff, 10 min budget)."),
+        opt("--grpc/--no-grpc", default=True, show_default=True,
+            help="Server mode: talk gRPC when the server offers it."),
+        opt("--bulk-load/--no-bulk-load", default=True, show_default=True,
+            help="Server mode: a run that creates the collection builds its HNSW index at the end."),
     ]):
         f = decorator(f)
     return f
@@ -156,7 +203,7 @@ def _run_ingest(**kw) -> int:
     log_dir = kw.pop("log_dir")
     wait_lock = kw.pop("wait_lock")
     to_terminal = sys.stderr.isatty()
-    setup_logging(log_dir, quiet, to_terminal)
+    setup_logging(log_dir, quiet, to_terminal, kw.pop("log_json"))
     kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
     opts = IngestOptions(api_key=_api_key(), **kw)
     stop = StopRequested()
@@ -167,8 +214,8 @@ def _run_ingest(**kw) -> int:
     try:
         with lock:
             report = Ingest(opts, stop, progress=bar.update if bar else None).run()
-    except StoreError as e:
-        raise UsageError(f"The store failed during the run: {e}.") from e
+    except StoreError as e:  # exit 74: the environment failed mid-run
+        raise RunFailure(f"The store failed during the run: {e}; books already done are kept.") from e
     finally:
         if bar:
             bar.close()
@@ -267,7 +314,7 @@ def plan_cmd(as_json, **kw) -> None:
     def run() -> int:
         from .pipeline import IngestOptions, plan_run
 
-        for key in ("report", "quiet", "log_dir", "wait_lock", "dry_run"):
+        for key in ("report", "quiet", "log_dir", "wait_lock", "dry_run", "log_json"):
             kw.pop(key, None)
         kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
         out = plan_run(IngestOptions(api_key=_api_key(), **kw))
@@ -293,6 +340,9 @@ def plan_cmd(as_json, **kw) -> None:
 @opt("--tag", default=None, help="Only books with this tag.")
 @opt("--language", default=None, help="Only books in this language (calibre code, e.g. eng).")
 @opt("--series", default=None, help="Only books of this series.")
+@chunker_option
+@opt("--with-parent", is_flag=True, default=False,
+     help="hierarchical: also show the chapter each hit comes from.")
 @model_options
 def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, **kw) -> None:
     """Best chunks for QUERY, with book, authors, chapter and score."""
@@ -312,6 +362,98 @@ def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, *
             click.echo(f"{i}. {r.score:.3f}  {r.title} — {', '.join(r.authors) or 'unknown'}"
                        f"  [{r.chapter or '-'}]")
             click.echo("   " + " ".join(r.text.split())[:300])
+            if r.parent is not None:
+                text = " ".join((r.parent.get("text") or "").split())
+                click.echo(f"   chapter ({len(text)} characters): {text[:600]}")
+        return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
+@cli.command("eval")
+@click.argument("questions", type=click.Path(path_type=Path))
+@opt("--corpus", type=click.Path(path_type=Path), default=Path("../shared/corpus/epubs/books"),
+     show_default=True, help="Folder the questions' book paths are relative to.")
+@opt("--chunker", "chunkers", default="structural,semantic,hierarchical", show_default=True,
+     envvar=None, help="Comma-separated chunkers to compare, each in a fresh temporary store.")
+@opt("--model", default="minilm", show_default=True, help="Model alias, Hugging Face id or folder.")
+@opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+@opt("--top-k", type=int, default=5, show_default=True, help="Results per question.")
+@opt("--workers", type=int, default=None, help="Extraction processes (default: cores-1, max 4).")
+@opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
+     help="Also write the numbers and every question's result here as JSON.")
+def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, json_file) -> None:
+    """Retrieval check: hit@1, hit@k and MRR per chunker for a JSONL question set."""
+
+    def run() -> int:
+        from .evaluate import EvalOptions, evaluate, load_questions, render_table
+
+        setup_logging(None, quiet=True, to_terminal=False)
+        qs = load_questions(questions)
+        names = tuple(c.strip().lower() for c in chunkers.split(",") if c.strip())
+        opts = EvalOptions(corpus=corpus, chunkers=names, model=model, device=device,
+                           dtype=dtype, top_k=top_k, workers=workers)
+        report = evaluate(qs, opts, progress=lambda msg: click.echo(msg, err=True))
+        click.echo(render_table(report))
+        if json_file:
+            Path(json_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_file).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False),
+                                       encoding="utf-8")
+        return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
+@cli.command("chunks")
+@click.argument("book", type=click.Path(path_type=Path))
+@opt("--compare", is_flag=True, default=False, envvar=None,
+     help="Several settings side by side: structural 256 and 512, semantic at two thresholds, "
+          "hierarchical.")
+@chunker_option
+@opt("--chunk-tokens", type=int, default=512, show_default=True,
+     help="Target chunk length in model tokens (capped by the model's maximum).")
+@opt("--overlap", type=int, default=64, show_default=True, help="Tokens shared by neighbours.")
+@opt("--threshold", type=float, default=None,
+     help="semantic: similarity below which to break. Default: the book's 25th percentile.")
+@opt("--min-tokens", type=int, default=64, show_default=True,
+     help="semantic: no topic break in a chunk shorter than this.")
+@opt("--samples", type=int, default=2, show_default=True, envvar=None,
+     help="Sample chunks shown per setting.")
+@opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--model", default="bge-m3", show_default=True,
+     help="bge-m3, embeddinggemma, minilm, a Hugging Face id or a local folder.")
+@opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (semantic).")
+@opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16 (semantic).")
+def chunks_cmd(book, compare, chunker, chunk_tokens, overlap, threshold, min_tokens, samples,
+               as_json, model, device, dtype) -> None:
+    """Chunk statistics for one BOOK file, to choose the chunking before a long run."""
+
+    def run() -> int:
+        from .chunk import ChunkSettings
+        from .chunks_report import compare_variants, current_variant, render, report_book
+        from .pipeline import IngestOptions, check_chunk_options
+
+        check_chunk_options(IngestOptions(chunker=chunker.lower(), chunk_tokens=chunk_tokens,
+                                          overlap=overlap, threshold=threshold,
+                                          min_tokens=min_tokens))
+        if overlap >= chunk_tokens:
+            raise UsageError("--overlap must be smaller than --chunk-tokens.")
+        base = ChunkSettings(chunk_tokens=chunk_tokens, overlap=overlap, strategy=chunker.lower(),
+                             threshold=threshold, min_tokens=min_tokens)
+        if compare:
+            from .embed import load_tokenizer_json
+            from .models import resolve_model
+
+            variants = compare_variants(base, load_tokenizer_json(resolve_model(model))[1])
+        else:
+            variants = [current_variant(base)]
+        setup_logging(None, quiet=True, to_terminal=False)
+        report = report_book(book, model, variants, device, dtype, max(0, samples))
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            click.echo(render(report, max(0, samples)))
         return EXIT_OK
 
     sys.exit(_guard(run))
@@ -321,14 +463,15 @@ def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, *
 @opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
 @opt("--verify", is_flag=True, default=False,
      help="Count each book's points in the store and report disagreements.")
+@chunker_option
 @model_options
-def status_cmd(as_json, verify, model, store, collection, manifest, qdrant_url, **_) -> None:
+def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdrant_url, **_) -> None:
     """Books done / failed / skipped / pending, from the manifest."""
 
     def run() -> int:
         from .status import status
 
-        s = status(model, store, collection, manifest, qdrant_url, _api_key(), verify)
+        s = status(model, store, collection, manifest, qdrant_url, _api_key(), verify, chunker)
         if as_json:
             click.echo(json.dumps(s, indent=2, ensure_ascii=False))
             return 1 if verify and s["mismatches"] else EXIT_OK
@@ -359,13 +502,77 @@ def status_cmd(as_json, verify, model, store, collection, manifest, qdrant_url, 
     sys.exit(_guard(run))
 
 
+@cli.command("export")
+@opt("--to-url", default=None, help="The Qdrant server to copy into (API key from QDRANT_API_KEY).")
+@opt("--to-path", type=click.Path(path_type=Path), default=None,
+     help="Or a qdrant-client local-mode folder (for trying it out without a server).")
+@opt("--to-collection", default=None, help="Target collection (default: the same name).")
+@opt("--batch", type=int, default=256, show_default=True, help="Points per upsert request.")
+@opt("--qdrant-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS")
+@opt("--qdrant-retries", type=int, default=5, show_default=True)
+@opt("--grpc/--no-grpc", default=True, show_default=True)
+@model_options
+def export_cmd(to_url, to_path, to_collection, batch, qdrant_timeout, qdrant_retries, grpc, model,
+               store, collection, qdrant_url, **_) -> None:
+    """Copy the embedded store's collection into a Qdrant server (no re-embedding)."""
+
+    def run() -> int:
+        from .export import export
+        from .lock import LOCK_NAME, RunLock
+        from .models import resolve_model
+        from .pipeline import default_collection
+
+        if qdrant_url:
+            raise UsageError("export copies from the embedded store (--store), not from "
+                             "--qdrant-url; give the server as --to-url.")
+        setup_logging(None, False, sys.stderr.isatty())
+        name = collection or default_collection(resolve_model(model))
+        with RunLock(Path(store).expanduser() / LOCK_NAME, 0):  # no ingest writes meanwhile
+            report = export(store, name, to_url=to_url,
+                            to_path=str(to_path) if to_path else None, api_key=_api_key(),
+                            to_collection=to_collection, batch=batch,
+                            timeout=int(qdrant_timeout), prefer_grpc=grpc, retries=qdrant_retries)
+        click.echo(report.sentence())
+        return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
+@cli.command("repair")
+@ingest_options
+def repair_cmd(**kw) -> None:
+    """Rebuild a damaged manifest from the store's payloads (nothing is re-embedded).
+
+    Give the same --model, --store/--qdrant-url, --collection and chunking options as the ingest;
+    --force rebuilds this collection's rows even when the manifest is healthy.
+    """
+
+    def run() -> int:
+        from .lock import LOCK_NAME, RunLock
+        from .pipeline import IngestOptions, manifest_path
+        from .repair import repair
+
+        setup_logging(kw.pop("log_dir"), kw.pop("quiet"), sys.stderr.isatty(), kw.pop("log_json"))
+        wait_lock, force_rebuild = kw.pop("wait_lock"), kw.pop("force")
+        for key in ("report", "dry_run"):
+            kw.pop(key, None)
+        kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
+        opts = IngestOptions(api_key=_api_key(), **kw)
+        with RunLock(manifest_path(opts.store, opts.manifest).parent / LOCK_NAME, wait_lock):
+            report = repair(opts, force=force_rebuild)
+        click.echo(report.sentence())
+        return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
 def _guard(fn, *args, **kwargs) -> int:
     """User mistakes and environment problems end in one sentence, never a traceback."""
     try:
         return fn(*args, **kwargs)
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)
-        return EXIT_USAGE
+        return getattr(e, "exit_code", EXIT_USAGE)  # 65: damaged manifest, see `repair`
     except LockBusy as e:
         click.echo(f"Error: {e}", err=True)
         return EXIT_LOCKED
@@ -422,6 +629,15 @@ def sample_library_cmd(dest: Path) -> None:
         return EXIT_OK
 
     sys.exit(_guard(run))
+
+
+def _bench_command():
+    from .bench import bench_command
+
+    return bench_command
+
+
+cli.add_command(_bench_command(), "bench")
 
 
 @cli.command("doctor")

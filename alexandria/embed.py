@@ -66,6 +66,28 @@ def resolve_dtype(dtype: str, device: str, spec: ModelSpec) -> str:
     return resolved
 
 
+def budget_for_vram(max_bytes: int, base_bytes: int, probe_bytes: int, probe_tokens: int,
+                    headroom: float = 0.85) -> int:
+    """Tokens per batch that fit: activations grow linearly with the tokens of a batch (at a
+    given row length), so one probe's bytes per token scale to the memory left."""
+    per_token = max(1.0, probe_bytes / max(1, probe_tokens))
+    return max(0, int((max_bytes * headroom - base_bytes) / per_token))
+
+
+class PendingVectors:
+    """Embeddings still on the device; result() waits for them once, in input order."""
+
+    def __init__(self, n: int, dimension: int, outputs: list) -> None:
+        self.n, self.dimension, self.outputs = n, dimension, outputs
+
+    def result(self) -> np.ndarray:
+        result = np.empty((self.n, self.dimension), dtype=np.float32)
+        for rows, vectors in self.outputs:  # the copies back wait for the GPU once, here
+            result[rows] = vectors.cpu().numpy()
+        self.outputs = []
+        return result
+
+
 @dataclass
 class Embedder:
     spec: ModelSpec
@@ -78,6 +100,7 @@ class Embedder:
     real_tokens: int = 0  # for padding efficiency: real / padded tokens fed to the model
     padded_tokens: int = 0
     budget_cap: int | None = None
+    compiled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -126,12 +149,23 @@ class Embedder:
         max_batch: int = 1024,
         should_stop: Callable[[], bool] | None = None,
     ) -> np.ndarray | None:
-        """Pre-tokenized chunks -> normalised float32 rows in input order (None if stopped).
+        """Pre-tokenized chunks -> normalised float32 rows in input order (None if stopped)."""
+        pending = self.submit_ids(ids, token_budget, max_batch, should_stop)
+        return None if pending is None else pending.result()
+
+    def submit_ids(
+        self,
+        ids: list[np.ndarray],
+        token_budget: int,
+        max_batch: int = 1024,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> PendingVectors | None:
+        """Queue every batch on the device and return without waiting for it (None if stopped).
 
         Length-sorted batches filled up to a token budget (not a fixed count padded to the
         longest), built on the CPU while the GPU runs the previous batch: inputs go through
-        pinned memory without blocking and results stay on the device until the end, so there
-        is one synchronisation per call instead of one per batch.
+        pinned memory without blocking and results stay on the device, so the caller can
+        prepare the next group, or write the last one, while this one runs.
         """
         import torch
 
@@ -139,40 +173,35 @@ class Embedder:
             token_budget = min(token_budget, self.budget_cap)
         n = len(ids)
         if n == 0:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+            return PendingVectors(n, self.dimension, [])
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
         pad_id = self.model.tokenizer.pad_token_id or 0
         cuda = self.device.startswith("cuda")
+        round_to = 16 if cuda else 1  # fewer distinct shapes (compiled kernels), tensor-core sizes
         outputs: list = []
         pos = 0
         while pos < n:
             if should_stop is not None and should_stop():
                 return None
             longest = int(lengths[order[pos]])
-            count = max(1, min(max_batch, token_budget // max(longest, 1), n - pos))
+            width = min(-(-longest // round_to) * round_to, max(longest, self.max_seq_length))
+            count = max(1, min(max_batch, token_budget // max(width, 1), n - pos))
             rows = order[pos:pos + count]
-            batch = np.full((count, longest), pad_id, dtype=np.int64)
-            mask = np.zeros((count, longest), dtype=np.int64)
+            batch = np.full((count, width), pad_id, dtype=np.int64)
+            mask = np.zeros((count, width), dtype=np.int64)
             for r, i in enumerate(rows):
                 length = lengths[i]
                 batch[r, :length] = ids[i]
                 mask[r, :length] = 1
             try:
                 if self.fault_hook is not None:
-                    self.fault_hook(count * longest)
-                input_ids = torch.from_numpy(batch)
-                attention = torch.from_numpy(mask)
-                if cuda:
-                    input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
-                    attention = attention.pin_memory().to(self.device, non_blocking=True)
-                with self._lock, torch.inference_mode():
-                    out = self.model({"input_ids": input_ids, "attention_mask": attention})
-                    vectors = torch.nn.functional.normalize(out["sentence_embedding"].float(), dim=-1)
+                    self.fault_hook(count * width)
+                vectors = self._forward(torch.from_numpy(batch), torch.from_numpy(mask), cuda)
             except torch.OutOfMemoryError:
                 if count == 1:
                     raise
-                token_budget = max(longest, (count // 2) * longest)
+                token_budget = max(width, (count // 2) * width)
                 self.budget_cap = token_budget  # later calls start below the size that failed
                 self.oom_backoffs += 1
                 log.warning("out of GPU memory: token budget halved to %d", token_budget)
@@ -180,13 +209,79 @@ class Embedder:
                     torch.cuda.empty_cache()
                 continue
             outputs.append((rows, vectors))
-            self.real_tokens += int(mask.sum())
-            self.padded_tokens += count * longest
+            self.real_tokens += int(lengths[rows].sum())
+            self.padded_tokens += count * width
             pos += count
-        result = np.empty((n, self.dimension), dtype=np.float32)
-        for rows, vectors in outputs:  # the copies back wait for the GPU once, here
-            result[rows] = vectors.cpu().numpy()
-        return result
+        return PendingVectors(n, self.dimension, outputs)
+
+    def _forward(self, input_ids, attention, cuda: bool):
+        import torch
+
+        if cuda:
+            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
+            attention = attention.pin_memory().to(self.device, non_blocking=True)
+        with self._lock, torch.inference_mode():
+            try:
+                out = self.model({"input_ids": input_ids, "attention_mask": attention})
+            except torch.OutOfMemoryError:
+                raise
+            except Exception as e:
+                if not self.compiled:
+                    raise
+                # A compiler problem on this machine must not fail books: eager from here on.
+                log.warning("torch.compile failed (%s); running the model uncompiled", str(e)[:200])
+                self._uncompile()
+                out = self.model({"input_ids": input_ids, "attention_mask": attention})
+            return torch.nn.functional.normalize(out["sentence_embedding"].float(), dim=-1)
+
+    def compile(self) -> bool:
+        """torch.compile(dynamic=True) of the transformer: about +10% tokens/s for bge-m3 on an
+        H100 for a few seconds of compiling (scripts/gpu_variants.py). CUDA only."""
+
+        if self.compiled or not self.device.startswith("cuda"):
+            return self.compiled
+        module = self.model[0].auto_model
+        try:
+            module.compile(dynamic=True)  # compiles lazily, at the first batch
+        except Exception as e:  # no compiler backend here: stay eager
+            log.warning("torch.compile is not available (%s); running the model uncompiled", e)
+            return False
+        self.compiled = True
+        return True
+
+    def _uncompile(self) -> None:
+        if self.compiled:
+            self.model[0].auto_model._compiled_call_impl = None  # what nn.Module.compile set
+        self.compiled = False
+
+    def cap_budget_for_vram(self, max_vram_gb: float, seq_len: int) -> int | None:
+        """Largest token budget whose activations keep the card under max_vram_gb, from one
+        probe batch of seq_len-token rows (attention memory grows with the row length)."""
+        import torch
+
+        if not self.device.startswith("cuda"):
+            return None
+        seq_len = max(16, min(seq_len, self.max_seq_length))
+        rows = max(1, 8192 // seq_len)
+        torch.cuda.synchronize(self.device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(self.device)
+        base = torch.cuda.memory_allocated(self.device)
+        ids = torch.full((rows, seq_len), 5, dtype=torch.long)
+        self._forward(ids, torch.ones_like(ids), True)
+        torch.cuda.synchronize(self.device)
+        probe = torch.cuda.max_memory_allocated(self.device) - base
+        reserved_other = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        cap = budget_for_vram(int(max_vram_gb * 2**30), base + max(0, reserved_other) // 4, probe,
+                              rows * seq_len)
+        if cap < seq_len:
+            raise UsageError(
+                f"--max-vram-gb {max_vram_gb:g} is too small for {self.spec.name}: the weights take "
+                f"{base / 2**30:.1f} GB and one {seq_len}-token chunk needs more than is left."
+            )
+        self.budget_cap = cap if self.budget_cap is None else min(self.budget_cap, cap)
+        log.info("--max-vram-gb %g: token budget capped at %d", max_vram_gb, self.budget_cap)
+        return self.budget_cap
 
     def encode_query(self, query: str) -> list[float]:
         vector = self.encode_documents([self.spec.query_text(query)], batch_size=1)[0]

@@ -21,18 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from . import library
-from .chunk import ChunkSettings
-from .errors import UsageError
+from .chunk import DEFAULT_MIN_TOKENS, STRATEGIES, ChunkSettings
+from .errors import RunFailure, UsageError
 from .library import Book
 from .manifest import Manifest
 from .models import ModelSpec, resolve_model
+from .pages import page_range
 from .paths import resolve_library_path
 from .prepare import PreparedBook, PrepareTask, init_worker, prepare
-from .store import PointData, StoreError, VectorStore, open_store, point_id
+from .store import PointData, StoreError, VectorStore, open_store, parent_point_id, point_id
 
 log = logging.getLogger("alexandria")
 
 UPSERT_BATCH = 512
+# On a GPU, batches of 4 x 96 x 512 tokens beat 96 x 512 by 28% for bge-m3 on an H100 (the
+# kernels get big enough to fill the card); scripts/gpu_variants.py measures it.
+GPU_BUDGET_FACTOR = 4
+GROUP_BUDGETS = 4  # token budgets per encode call: length sorting over several batches
 
 
 @dataclass
@@ -47,7 +52,11 @@ class IngestOptions:
     overlap: int = 64
     store: Path = Path("data/qdrant")
     qdrant_url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
+    qdrant_timeout: float = 60.0  # seconds per server request
+    qdrant_retries: int = 5  # retries of a transient server failure, with exponential backoff
+    grpc: bool = True  # gRPC to the server when it offers it (faster uploads)
+    bulk_load: bool = True  # a run that creates a server collection defers HNSW to the end
     collection: str | None = None
     manifest: Path | None = None
     formats: tuple[str, ...] = ("epub",)
@@ -55,20 +64,52 @@ class IngestOptions:
     force: bool = False
     workers: int | None = None
     samples: int = 3
-    token_budget: int | None = None  # tokens per model batch; default batch_size x chunk_tokens
+    token_budget: int | None = None  # tokens per model batch; default batch_size x chunk_tokens (x4 on GPU)
+    compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
+    max_vram_gb: float | None = None  # caps the token budget so the card stays under this
     prune: bool = True
     limit: int | None = None
     since: datetime | None = None
     authors: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
     book_ids: tuple[int, ...] = ()
+    chunker: str = "structural"  # structural | semantic | hierarchical (alexandria/chunk.py)
+    threshold: float | None = None  # semantic: similarity below which to break; None = auto
+    min_tokens: int = DEFAULT_MIN_TOKENS  # semantic: no topic break in a chunk shorter than this
 
     def chunk_settings(self) -> ChunkSettings:
-        return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap)
+        return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap,
+                             strategy=self.chunker, threshold=self.threshold,
+                             min_tokens=self.min_tokens)
 
 
-def default_collection(spec: ModelSpec) -> str:
-    return f"alexandria_{spec.slug}"
+def default_token_budget(opts: IngestOptions, max_seq_length: int, device: str) -> int:
+    if opts.token_budget:
+        return opts.token_budget
+    budget = opts.batch_size * min(opts.chunk_tokens, max_seq_length)
+    return budget * GPU_BUDGET_FACTOR if device.startswith("cuda") else budget
+
+
+def default_workers(device: str) -> int:
+    """On a GPU box every spare core prepares books (the GPU eats them faster than one core
+    can parse); on the CPU the model needs the cores itself."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    if device.startswith("cuda"):
+        return max(1, min(32, cores - 2))
+    return max(1, min(4, cores - 1))
+
+
+def default_collection(spec: ModelSpec, chunker: str = "structural") -> str:
+    """One collection per model and chunking strategy: strategies never mix in one collection
+    (structural keeps the plain name, so existing stores stay where they are)."""
+    check_chunker(chunker)
+    suffix = "" if chunker == "structural" else f"_{chunker}"
+    return f"alexandria_{spec.slug}{suffix}"
+
+
+def check_chunker(chunker: str) -> None:
+    if chunker not in STRATEGIES:
+        raise UsageError(f"--chunker must be one of {', '.join(STRATEGIES)}, not {chunker!r}.")
 
 
 def manifest_path(store: Path, manifest: Path | None) -> Path:
@@ -220,7 +261,20 @@ def prune_candidates(opts: IngestOptions, planned: list[Planned], rows: dict,
         elif row.source_path and _under(Path(row.source_path), root):
             if not Path(row.source_path).exists():
                 out.append((row.book_key, "file-gone"))
+    if out and not everything and library_gone(root):
+        # An unmounted share leaves an empty mount point: that is not "every book was deleted".
+        raise RunFailure(
+            f"The library folder {root} is empty or gone, but the manifest lists {len(out)} books "
+            "from it (is the share mounted?); nothing was removed (use --no-prune to go on).")
     return out
+
+
+def library_gone(root: Path) -> bool:
+    """The library folder vanished or is an empty mount point (a share that was unmounted)."""
+    try:
+        return not root.is_dir() or not any(root.iterdir())
+    except OSError:
+        return True
 
 
 def _under(path: Path, root: Path) -> bool:
@@ -338,7 +392,7 @@ class Writer(threading.Thread):
             raise self.error
 
     def run(self) -> None:
-        manifest = Manifest(self.manifest_file)
+        manifest = Manifest(self.manifest_file, check=False)  # the run checked it already
         try:
             while True:
                 op = self.queue.get()
@@ -422,7 +476,7 @@ class Ingest:
         self.stop = stop if stop is not None else StopRequested()
         self.progress = progress  # callable(BookResult) or None
         self.spec = resolve_model(opts.model)
-        self.collection = opts.collection or default_collection(self.spec)
+        self.collection = opts.collection or default_collection(self.spec, opts.chunker)
         self.report = RunReport(collection=self.collection, model=self.spec.name)
         self._lock = threading.Lock()
         self.stage = {"plan": 0.0, "prepare_wait": 0.0, "embed": 0.0, "write": 0.0}
@@ -450,6 +504,7 @@ class Ingest:
             raise UsageError("--batch-size must be at least 1.")
         if opts.overlap >= opts.chunk_tokens:
             raise UsageError("--overlap must be smaller than --chunk-tokens.")
+        check_chunk_options(opts)
         books, everything = gather_books(opts)
         if opts.dry_run:
             return self._dry_run(books, started)
@@ -478,6 +533,7 @@ class Ingest:
 
                 embedder = get_embedder(self.spec, opts.device, opts.dtype)
                 self.report.device, self.report.dtype = embedder.device, embedder.dtype
+                self._tune_embedder(embedder)
             store = self._open_store(embedder)
             vram = VramMeter(embedder.device if embedder else "cpu")
             if store is None:  # no collection yet and nothing to write into one
@@ -499,6 +555,8 @@ class Ingest:
                 if writer.is_alive():
                     writer.close()
                 self.stage["write"] = writer.seconds
+            if not self.stop:  # a complete run: a bulk-loaded server collection is indexed now
+                store.finish()
             self._finish_report(started, vram)
             outcome = "interrupted" if self.stop else ("failed" if self.report.books_failed else "ok")
             manifest.finish_run(run_id, outcome, self._summary_dict())
@@ -511,8 +569,13 @@ class Ingest:
     def _open_store(self, embedder) -> VectorStore | None:
         opts = self.opts
         try:
+            from .store import RetryPolicy
+
+            server = {"timeout": int(opts.qdrant_timeout), "prefer_grpc": opts.grpc,
+                      "retry": RetryPolicy(retries=opts.qdrant_retries),
+                      "bulk_load": opts.bulk_load} if opts.qdrant_url else {}
             return open_store(self.collection, embedder.dimension if embedder else None,
-                              opts.store, opts.qdrant_url, opts.api_key)
+                              opts.store, opts.qdrant_url, opts.api_key, **server)
         except UsageError as e:
             if embedder is None and "There is no collection" in str(e):
                 return None
@@ -570,7 +633,7 @@ class Ingest:
             for p in to_ingest
         }
         by_key = {p.book.key: p for p in to_ingest}
-        workers = self.opts.workers or max(1, min(4, (os.cpu_count() or 2) - 1))
+        workers = self.opts.workers or default_workers(embedder.device if embedder else "cpu")
         ctx = multiprocessing.get_context("spawn")  # torch is loaded here: never fork it
         initargs = (self.tokenizer_json, self.max_seq_length,
                     self.opts.chunk_settings(), self.spec.document_template)
@@ -592,6 +655,7 @@ class Ingest:
                 self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id, vram)
             for f in inflight:
                 f.cancel()
+        self._drain(writer, vram)  # the last group (its vectors are computed even after a stop)
 
     def _embed_and_write(self, ready: list[PreparedBook], by_key, writer, embedder, fingerprint,
                          run_id, vram) -> None:
@@ -599,6 +663,11 @@ class Ingest:
         for prepared in ready:
             p: Planned = by_key[prepared.book_key]
             b = p.book
+            if prepared.reason in ("file-missing", "unreadable") and self.opts.directory and \
+                    library_gone(Path(self.opts.directory)):  # not the book: the whole library
+                raise RunFailure(
+                    f"The library folder {self.opts.directory} disappeared during the run (an "
+                    "unmounted share?); the books done so far are kept and the next run resumes.")
             if prepared.reason:
                 result = BookResult(b.key, b.title, _str(b.path), "failed", prepared.reason)
                 fields = self._row_fields(p, fingerprint, run_id)
@@ -608,30 +677,77 @@ class Ingest:
                 writer.submit("record", b, result, fields)
             else:
                 good.append(prepared)
+        if good and self.opts.chunker == "semantic" and not self._semantic(good, embedder):
+            log.info("abandoned %d book(s) mid-embedding; the next run does them", len(good))
+            return
         # Several small books share one encode call so the model sees full batches.
         group: list[PreparedBook] = []
         for prepared in good:
             if self.stop:
                 return
             group.append(prepared)
-            if sum(len(g.chunks) for g in group) >= self.opts.batch_size * 8:
+            if sum(g.tokens for g in group) >= self._token_budget() * GROUP_BUDGETS:
                 self._embed_group(group, by_key, writer, embedder, fingerprint, run_id, vram)
                 group = []
         if group and not self.stop:
             self._embed_group(group, by_key, writer, embedder, fingerprint, run_id, vram)
 
+    def _token_budget(self) -> int:
+        return default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")
+
+    def _tune_embedder(self, embedder) -> None:
+        opts = self.opts
+        if opts.compile not in ("auto", "on", "off"):
+            raise UsageError(f"--compile must be auto, on or off, not {opts.compile!r}.")
+        if opts.compile == "on" or (opts.compile == "auto" and embedder.device.startswith("cuda")):
+            embedder.compile()
+        if opts.max_vram_gb:
+            # hierarchical parents are whole chapters, up to the model's window
+            longest = self.max_seq_length if opts.chunker == "hierarchical" else min(
+                self.max_seq_length, opts.chunk_tokens + 8)
+            embedder.cap_budget_for_vram(opts.max_vram_gb, longest)
+
+    def _semantic(self, books: list[PreparedBook], embedder) -> bool:
+        """Semantic chunking's main-process half: every sentence of these books in one
+        token-budget encode_ids call, then the breaks. False when stopped."""
+        from .chunk import Chunker
+        from .prepare import complete_semantic
+
+        if getattr(self, "_main_chunker", None) is None:
+            self._main_chunker = Chunker(self.tokenizer_json, self.max_seq_length,
+                                         self.opts.chunk_settings())
+        started = time.perf_counter()
+        done = complete_semantic(books, self._main_chunker, self.spec.document_template, embedder,
+                                 self._token_budget(), 4096, should_stop=lambda: bool(self.stop))
+        self.stage["embed"] += time.perf_counter() - started
+        return done
+
     def _embed_group(self, group, by_key, writer, embedder, fingerprint, run_id, vram) -> None:
+        """Queue this group on the device, then write the previous one while it runs."""
         started = time.perf_counter()
         ids = [x for prepared in group for x in prepared.token_ids]
-        budget = self.opts.token_budget or self.opts.batch_size * min(
-            self.opts.chunk_tokens, self.max_seq_length)
-        vectors = embedder.encode_ids(ids, budget, max_batch=self.opts.batch_size * 4,
+        budget = self._token_budget()
+        pending = embedder.submit_ids(ids, budget, max_batch=max(self.opts.batch_size * 4, budget // 32),
                                       should_stop=lambda: bool(self.stop))
-        if vectors is None:  # stopped: nothing of this group was written, the next run does it
+        if pending is None:  # stopped: nothing of this group was written, the next run does it
             log.info("abandoned %d book(s) mid-embedding; the next run does them", len(group))
             return
-        embed_s = time.perf_counter() - started
-        self.stage["embed"] += embed_s
+        submit_s = time.perf_counter() - started
+        self.stage["embed"] += submit_s
+        self._drain(writer, vram)
+        self._pending = (group, pending, by_key, fingerprint, run_id, submit_s)
+
+    def _drain(self, writer, vram) -> None:
+        """Wait for the queued group's vectors and hand its points to the writer."""
+        if getattr(self, "_pending", None) is None:
+            return
+        group, pending, by_key, fingerprint, run_id, submit_s = self._pending
+        self._pending = None
+        started = time.perf_counter()
+        vectors = pending.result()
+        wait_s = time.perf_counter() - started
+        self.stage["embed"] += wait_s
+        embed_s = submit_s + wait_s
         vram.sample()
         total_tokens = sum(p.tokens for p in group) or 1
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -652,13 +768,20 @@ class Ingest:
             points = []
             for chunk in prepared.chunks:
                 payload = dict(base)
+                parent = chunk.kind == "parent"
                 payload.update(
                     text=chunk.text, chapter=chunk.chapter, chapter_index=chunk.chapter_index,
-                    chunk_index=chunk.index, char_start=chunk.char_start,
-                    char_end=chunk.char_end, tokens=chunk.tokens,
+                    chunk_index=None if parent else chunk.index, char_start=chunk.char_start,
+                    char_end=chunk.char_end, tokens=chunk.tokens, kind=chunk.kind,
                 )
-                points.append(PointData(point_id(b.key, chunk.index), vectors[row].tolist(),
-                                        payload))
+                if self.opts.chunker == "hierarchical" and not parent:
+                    payload["parent_id"] = parent_point_id(b.key, chunk.chapter_index)
+                span = page_range(prepared.pages, chunk.chapter_index, chunk.char_start, chunk.char_end)
+                if span:  # PDF: the pages this chunk's text is on
+                    payload.update(page_start=span[0], page_end=span[1])
+                pid = parent_point_id(b.key, chunk.chapter_index) if parent else point_id(
+                    b.key, chunk.index)
+                points.append(PointData(pid, vectors[row].tolist(), payload))
                 row += 1
                 if len(points) >= UPSERT_BATCH:
                     writer.submit("points", points)
@@ -712,11 +835,18 @@ class Ingest:
             if prepared.reason:
                 r.add(BookResult(b.key, b.title, _str(b.path), "failed", prepared.reason))
                 continue
+            if prepared.sentences is not None:  # semantic: its breaks need the model after all
+                from .embed import get_embedder
+
+                self.tokenizer_json, self.max_seq_length = tokenizer_json, max_len
+                self._semantic([prepared], get_embedder(self.spec, self.opts.device,
+                                                        self.opts.dtype))
             result = BookResult(b.key, prepared.title if b.calibre_id is None else b.title,
                                 _str(b.path), "done", None, len(prepared.chunks),
                                 prepared.tokens, prepared.seconds)
             r.add(result)
-            lengths = sorted(c.tokens for c in prepared.chunks)
+            lengths = sorted(c.tokens for c in prepared.chunks if c.kind == "chunk")
+            r.books[-1]["parents"] = sum(c.kind == "parent" for c in prepared.chunks)
             r.books[-1]["token_lengths"] = {
                 "min": lengths[0], "median": lengths[len(lengths) // 2], "max": lengths[-1],
                 "mean": round(sum(lengths) / len(lengths), 1),
@@ -766,6 +896,15 @@ class VramMeter:
             self.nvml_peak_mb = round(max(self.nvml_peak_mb or 0.0, used), 1)
 
 
+def check_chunk_options(opts: IngestOptions) -> None:
+    """One sentence per mistake in the chunking options, before anything is loaded."""
+    check_chunker(opts.chunker)
+    if opts.threshold is not None and not -1.0 <= opts.threshold <= 1.0:
+        raise UsageError("--threshold is a cosine similarity: give a number from -1 to 1.")
+    if opts.chunker == "semantic" and (opts.min_tokens < 1 or opts.min_tokens >= opts.chunk_tokens):
+        raise UsageError("--min-tokens must be at least 1 and smaller than --chunk-tokens.")
+
+
 def _str(path: Path | None) -> str | None:
     return str(path) if path else None
 
@@ -780,7 +919,7 @@ def plan_run(opts: IngestOptions) -> dict[str, Any]:
     from .embed import load_tokenizer_json
 
     spec = resolve_model(opts.model)
-    collection = opts.collection or default_collection(spec)
+    collection = opts.collection or default_collection(spec, opts.chunker)
     books, everything = gather_books(opts)
     _, max_len = load_tokenizer_json(spec)
     fingerprint = f"{opts.chunk_settings().fingerprint()}|max={max_len}"
@@ -820,4 +959,4 @@ def ingest(opts: IngestOptions, stop: StopRequested | None = None) -> RunReport:
     try:
         return Ingest(opts, stop).run()
     except StoreError as e:
-        raise UsageError(f"The store failed during the run: {e}.") from e
+        raise RunFailure(f"The store failed during the run: {e}; books already done are kept.") from e
