@@ -1,0 +1,59 @@
+"""`alexandria bench` on the CPU with the real minilm model, and the synthetic architectures' sizes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from alexandria.bench import REQUIRED_KEYS, config_parameter_counts, synthetic_config
+from alexandria.embed import budget_for_vram
+
+from .conftest import EPUBS, need_corpus, run_cli
+
+
+@pytest.mark.parametrize("alias,non_embedding_m", [("bge-m3", 302), ("embeddinggemma", 101.5)])
+def test_synthetic_architectures_have_the_real_sizes(alias, non_embedding_m):
+    """Same FLOPs as the real models: the non-embedding parameter counts the issue gives."""
+    _, non_embedding = config_parameter_counts(synthetic_config(alias))
+    assert abs(non_embedding / 1e6 - non_embedding_m) < 1.5
+
+
+def test_budget_for_vram_scales_the_probe():
+    gib = 2**30
+    # 1 GiB of weights; a probe of 8,192 tokens took 0.5 GiB, i.e. 64 KiB per token
+    cap = budget_for_vram(12 * gib, 1 * gib, gib // 2, 8192, headroom=1.0)
+    assert cap == int(11 * gib / (gib / 2 / 8192))
+    assert budget_for_vram(gib, 2 * gib, gib, 1000) == 0  # weights alone exceed the cap
+
+
+def test_bench_on_cpu_writes_every_key(tmp_path):
+    need_corpus()
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy2(EPUBS / "books/idpf-wasteland.epub", corpus)
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--corpus", corpus, "--model", "minilm", "--device", "cpu",
+                   "--tokens", "12000", "--repeats", "1", "--json", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for key in REQUIRED_KEYS:
+        assert key in result, key
+    assert result["device"] == "cpu" and result["synthetic_weights"] is False
+    assert result["e2e_tokens_per_s"] > 0 and result["baseline_tokens_per_s"] > 0
+    assert result["copies"] >= 2  # the corpus was repeated (distinct copies) to reach --tokens
+    assert result["runs"][0]["books_done"] == result["books"] * result["copies"]
+    assert 0 < result["padding_efficiency"] <= 1
+    assert "end to end" in proc.stdout
+
+
+def test_bench_mistakes_are_one_sentence(tmp_path):
+    proc = run_cli("bench", "--corpus", tmp_path / "nowhere", "--model", "minilm", "--device", "cpu")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "does not exist" in proc.stderr
+    (tmp_path / "c").mkdir()
+    shutil.copy2(EPUBS / "books/idpf-wasteland.epub", tmp_path / "c") if EPUBS.is_dir() else None
+    proc = run_cli("bench", "--corpus", tmp_path / "c", "--model", "minilm", "--device", "cpu",
+                   "--synthetic-weights")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
