@@ -129,7 +129,10 @@ def _extract(data: bytes, *, use_ebooklib: bool = True) -> ExtractedBook:
     except Exception as e:  # ebooklib gives up on a whole book for, say, one missing font
         notes.append(f"fell back to direct container read: {type(e).__name__}: {e}")
         load, toc = _direct_loader(archive, notes), _direct_toc(archive, pkg)
+    toc = list(toc)
     titles = _title_map(toc)
+    whole_titles = _title_map(e for e in toc if "#" not in e[1])
+    sections = _fragment_map(toc, titles)
 
     chapters: list[Chapter] = []
     problems: list[str] = []
@@ -137,14 +140,24 @@ def _extract(data: bytes, *, use_ebooklib: bool = True) -> ExtractedBook:
     read = 0
     for item in plan:
         href = item.href or ""
-        title = titles.get(href, title)
         raw = load(item)
         if raw is None:
+            title = titles.get(href, title)
             continue
         read += 1
-        text = _document_text(raw, href, problems)
-        if text:
-            chapters.append(Chapter(len(chapters), title, href, text))
+        # A TOC entry pointing into the middle of this document (file.xhtml#part2) starts a
+        # chapter there: a poem in five parts in one file is five chapters, not one.
+        parts = _document_sections(raw, href, problems, sections.get(href, {}))
+        if href in whole_titles:
+            title = whole_titles[href]
+        elif len(parts) <= 1:  # no anchor found: the first entry for the file names all of it
+            title = titles.get(href, title)
+        elif not title:  # text before the first anchor of the book's first document
+            title = pkg.title or ""
+        for mark_title, text in parts:
+            title = mark_title or title
+            if text:
+                chapters.append(Chapter(len(chapters), title, href, text))
     if problems:
         notes.append(f"{len(problems)} document(s) not well-formed XML, read as HTML; first: {problems[0]}")
     if not chapters:
@@ -492,17 +505,32 @@ def _internal_entities(root: etree._Element) -> dict[str, str]:
     }
 
 
-def _document_text(raw: bytes, path: str, problems: list[str]) -> str:
+def _document_sections(raw: bytes, path: str, problems: list[str], marks: dict[str, str]
+                       ) -> list[tuple[str | None, str]]:
+    """(title or None for the part before the first mark, text) per section of one document."""
     if not raw:
-        return ""
+        return []
     root, entities, problem = _parse_markup(raw)
     if problem:
         problems.append(f"{path}: {problem}")
-    return "\n\n".join(_paragraphs(root, entities)) if root is not None else ""
+    if root is None:
+        return []
+    starts: list[tuple[int, str]] = []
+    paras = _paragraphs(root, entities, marks, starts)
+    bounds = [(0, None)] + [(i, marks[m]) for i, m in starts]
+    out = []
+    for k, (i, title) in enumerate(bounds):
+        end = bounds[k + 1][0] if k + 1 < len(bounds) else len(paras)
+        out.append((title, "\n\n".join(paras[i:end])))
+    return out
 
 
-def _paragraphs(root: etree._Element, entities: dict[str, str]) -> list[str]:
-    """One string per block element, inline runs joined. An explicit stack: deep nesting is fine."""
+def _paragraphs(root: etree._Element, entities: dict[str, str], marks: dict[str, str] | None = None,
+                starts: list[tuple[int, str]] | None = None) -> list[str]:
+    """One string per block element, inline runs joined. An explicit stack: deep nesting is fine.
+
+    marks: element ids where a TOC entry points; starts gets (paragraph index, id) for each one
+    met, so the caller can cut the document into chapters there."""
     paras: list[str] = []
     buf: list[str] = []
     after_br = False
@@ -541,6 +569,11 @@ def _paragraphs(root: etree._Element, entities: dict[str, str]) -> list[str]:
                 add(el.tail)
             continue
         name = _local(tag)
+        if marks and starts is not None:
+            anchor = el.get("id") or (el.get("name") if name == "a" else None)
+            if anchor in marks and not any(a == anchor for _, a in starts):
+                flush()
+                starts.append((len(paras), anchor))
         epub_type = el.get(_EPUB_TYPE) or el.get("epub:type")
         if (
             name in _SKIP_TAGS
@@ -584,6 +617,19 @@ def _title_map(entries: Iterable[_TocEntry]) -> dict[str, str]:
         if target and target not in titles:
             titles[target] = " > ".join(label for label in labels if label)
     return titles
+
+
+def _fragment_map(entries: list[_TocEntry], titles: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Container path -> {fragment id: chapter path} for TOC entries that point inside a file."""
+    out: dict[str, dict[str, str]] = {}
+    for labels, href, base in entries:
+        target = _resolve(base, href)
+        fragment = unquote(urlsplit(href.strip()).fragment) if href else ""
+        if not target or not fragment:
+            continue
+        label = " > ".join(label for label in labels if label)
+        out.setdefault(target, {}).setdefault(fragment, label)
+    return out
 
 
 def _ebooklib_toc(nodes: object, labels: tuple[str, ...], base: str) -> Iterator[_TocEntry]:

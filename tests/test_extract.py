@@ -95,12 +95,12 @@ EXPECTED: dict[str, tuple[str, int | str]] = {
     "broken/idpf-kusamakura-japanese-vertical-missing-audio.epub": ("ok", 15),
     "edge/epubcheck-epub2-minimal-valid.epub": ("ok", 1),
     "edge/idpf-figure-gallery-bindings.epub": ("ok", 1),
-    "edge/idpf-hefty-water.epub": ("ok", 1),
+    "edge/idpf-hefty-water.epub": ("ok", 4),  # TOC entries point at #fragments
     # 7 spine documents; cover.xhtml is a lone <img>.
-    "edge/idpf-internallinks.epub": ("ok", 6),
+    "edge/idpf-internallinks.epub": ("ok", 18),
     # main.xhtml is ten <img>; readme.xhtml has the text.
     "edge/idpf-vertically-scrollable-manga.epub": ("ok", 1),
-    "edge/idpf-wasteland-otf-obf.epub": ("ok", 1),
+    "edge/idpf-wasteland-otf-obf.epub": ("ok", 7),
     "edge/w3c-nav-spine_not-in-spine.epub": ("ok", 2),
     # Three renditions; the first, FOO/BAR/, says "Test passes if you see this."
     "edge/w3c-ocf-package_multiple.epub": ("ok", 1),
@@ -255,10 +255,14 @@ def test_moby_dick_follows_the_spine() -> None:
 
 def test_paragraphs_are_kept_and_inline_runs_stay_in_their_sentence() -> None:
     result = book("books/se-the-adventures-of-sherlock-holmes.epub")
-    scandal = next(c for c in result.chapters if c.title == "A Scandal in Bohemia")
-    paras = scandal.text.split("\n\n")
+    # the story's parts I-III are #fragment TOC entries inside one file: chapters of their own
+    parts = [c for c in result.chapters if c.title.startswith("A Scandal in Bohemia")]
+    assert [c.title for c in parts] == ["A Scandal in Bohemia", "A Scandal in Bohemia > I",
+                                        "A Scandal in Bohemia > II", "A Scandal in Bohemia > III"]
+    text = "\n\n".join(c.text for c in parts)
+    paras = text.split("\n\n")
     assert len(paras) > 100
-    assert "To Sherlock Holmes she is always the woman. I have seldom heard him" in scandal.text
+    assert "To Sherlock Holmes she is always the woman. I have seldom heard him" in parts[1].text
     # <i>E</i>, <i>g</i>, <i>P</i>... inside one <p>: one paragraph, words separated by spaces.
     assert any(p.startswith("I did so, and saw a large E with a small g, a P, and a large G with a small t")
                for p in paras)
@@ -607,3 +611,14 @@ def test_error_is_picklable_and_formatted() -> None:
 def test_extracted_book_is_picklable() -> None:
     result = book("edge/idpf-hefty-water.epub")
     assert pickle.loads(pickle.dumps(result)) == result
+
+
+def test_fragment_toc_entries_start_chapters() -> None:
+    """The Waste Land is one XHTML file whose nav points at #fragments: one chapter per part,
+    the title page before the first part named after the book."""
+    result = book("books/idpf-wasteland.epub")
+    assert [c.title for c in result.chapters] == [
+        "The Waste Land", "I. THE BURIAL OF THE DEAD", "II. A GAME OF CHESS", "III. THE FIRE SERMON",
+        "IV. DEATH BY WATER", "V. WHAT THE THUNDER SAID", 'NOTES ON "THE WASTE LAND"']
+    assert result.chapters[1].text.startswith("I. THE BURIAL OF THE DEAD\n\nApril is the cruellest month")
+    assert "April is the cruellest" not in result.chapters[0].text
