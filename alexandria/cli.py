@@ -631,6 +631,38 @@ def sample_library_cmd(dest: Path) -> None:
     sys.exit(_guard(run))
 
 
+@cli.command("tune")
+@opt("--directory", type=click.Path(path_type=Path), required=True,
+     help="A folder of EPUBs (or a calibre library) whose first books are the sample.")
+@opt("--max-vram-gb", type=float, default=None, help="Only budgets that stay under this many GB.")
+@click.option("--env-file", type=click.Path(path_type=Path), default=Path(".env"), show_default=True,
+              help="Where ALEXANDRIA_TOKEN_BUDGET is written.")
+@click.option("--sample-tokens", type=int, default=None,
+              help="Tokens timed per try (default 400k on CUDA, 40k on the CPU).")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--model", default="bge-m3", show_default=True, help="Alias, Hugging Face id or local folder.")
+@opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+def tune_cmd(directory, max_vram_gb, env_file, sample_tokens, as_json, model, device, dtype) -> None:
+    """Time a few token budgets on this device and write the fastest that fits into .env."""
+
+    def run() -> int:
+        from .tune import tune
+
+        out = tune(directory, model, device, dtype, max_vram_gb, env_file, sample_tokens=sample_tokens)
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+            return EXIT_OK
+        for t in out["trials"]:
+            speed = f"{t['tokens_per_s']:>12,.0f} tokens/s" if t["tokens_per_s"] else f"{'':>21}"
+            vram = f"  {t['vram_peak_mb']:,.0f} MB" if t["vram_peak_mb"] else ""
+            click.echo(f"budget {t['token_budget']:>8,} {speed}{vram}  {t['why'] or 'ok'}")
+        click.echo(f"ALEXANDRIA_TOKEN_BUDGET={out['best_token_budget']} written to {out['env_file']}")
+        return EXIT_OK
+
+    sys.exit(_guard(run))
+
+
 def _bench_command():
     from .bench import bench_command
 
