@@ -40,7 +40,8 @@ def model_options(f):
         opt("--model", default="bge-m3", show_default=True,
             help="bge-m3, embeddinggemma, minilm (offline test model), a Hugging Face id or a "
                  "local folder."),
-        opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        opt("--device", default="auto", show_default=True,
+            help="auto, cpu, cuda, cuda:N, or several: cuda:0,cuda:1."),
         opt("--dtype", default="auto", show_default=True,
             help="auto (fp16 bge-m3 / bf16 EmbeddingGemma on CUDA; bf16 on CPUs with bf16 "
                  "instructions, else fp32), fp32, fp16 or bf16."),
@@ -142,6 +143,8 @@ def ingest_options(f):
                  "lower it on small GPUs, or use --max-vram-gb."),
         opt("--max-vram-gb", type=float, default=None,
             help="Keep the model's GPU memory under this many GB (caps the token budget)."),
+        opt("--gpus", default=None,
+            help="all, or N: one embedding worker per GPU (or give --device cuda:0,cuda:1)."),
         opt("--compile", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
             help="torch.compile the model (auto: on CUDA; falls back to eager if it fails)."),
         opt("--chunk-tokens", type=int, default=512, show_default=True,

@@ -42,6 +42,25 @@ def resolve_device(device: str) -> str:
     raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}.")
 
 
+def resolve_devices(device: str, gpus: str | None = None) -> list[str]:
+    """One embedding device per entry: `--device cuda:0,cuda:1`, or `--gpus all` / `--gpus N`."""
+    if gpus:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UsageError(f"--gpus {gpus} was requested but CUDA is not available here.")
+        if gpus.strip().lower() == "all":
+            n = count
+        elif gpus.strip().isdigit() and 1 <= int(gpus) <= count:
+            n = int(gpus)
+        else:
+            raise UsageError(f"--gpus must be all or a number from 1 to {count}, not {gpus!r}.")
+        return [f"cuda:{i}" for i in range(n)]
+    parts = [d.strip() for d in (device or "auto").split(",") if d.strip()]
+    return [resolve_device(d) for d in parts] or [resolve_device("auto")]
+
+
 def cpu_has_bf16() -> bool:
     """bf16 halves CPU time only where the CPU has bf16 instructions (AVX512-BF16 or AMX)."""
     try:

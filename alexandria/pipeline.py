@@ -66,6 +66,7 @@ class IngestOptions:
     samples: int = 3
     token_budget: int | None = None  # tokens per model batch; default batch_size x chunk_tokens (x4 on GPU)
     compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
+    gpus: str | None = None  # "all" or N: one embedding device per GPU (else --device a,b)
     max_vram_gb: float | None = None  # caps the token budget so the card stays under this
     prune: bool = True
     limit: int | None = None
@@ -480,6 +481,9 @@ class Ingest:
         self.report = RunReport(collection=self.collection, model=self.spec.name)
         self._lock = threading.Lock()
         self.stage = {"plan": 0.0, "prepare_wait": 0.0, "embed": 0.0, "write": 0.0}
+        self._embedders: list = []  # one per embedding device
+        self._turn = 0  # the device that gets the next group
+        self._pending: dict[int, tuple] = {}  # device slot -> a group queued there, not yet written
 
     # The writer calls this from its thread.
     def _on_result(self, result: BookResult) -> None:
@@ -529,11 +533,16 @@ class Ingest:
                 manifest.in_progress(self.collection))
             embedder = None
             if needs_model:  # a nightly run with nothing new never loads the model
-                from .embed import get_embedder
+                from .embed import get_embedder, resolve_devices
 
-                embedder = get_embedder(self.spec, opts.device, opts.dtype)
-                self.report.device, self.report.dtype = embedder.device, embedder.dtype
-                self._tune_embedder(embedder)
+                # Several GPUs: one embedder each, fed in turn from the same extraction pool.
+                self._embedders = [get_embedder(self.spec, d, opts.dtype)
+                                   for d in resolve_devices(opts.device, opts.gpus)]
+                embedder = self._embedders[0]
+                self.report.device = ",".join(e.device for e in self._embedders)
+                self.report.dtype = embedder.dtype
+                for e in {id(e): e for e in self._embedders}.values():
+                    self._tune_embedder(e)
             store = self._open_store(embedder)
             vram = VramMeter(embedder.device if embedder else "cpu")
             if store is None:  # no collection yet and nothing to write into one
@@ -655,7 +664,7 @@ class Ingest:
                 self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id, vram)
             for f in inflight:
                 f.cancel()
-        self._drain(writer, vram)  # the last group (its vectors are computed even after a stop)
+        self._drain(writer, vram)  # the last groups (their vectors are computed even after a stop)
 
     def _embed_and_write(self, ready: list[PreparedBook], by_key, writer, embedder, fingerprint,
                          run_id, vram) -> None:
@@ -727,6 +736,10 @@ class Ingest:
         started = time.perf_counter()
         ids = [x for prepared in group for x in prepared.token_ids]
         budget = self._token_budget()
+        embedders = self._embedders or [embedder]
+        slot = self._turn % len(embedders)
+        self._turn += 1
+        embedder = embedders[slot]
         pending = embedder.submit_ids(ids, budget, max_batch=max(self.opts.batch_size * 4, budget // 32),
                                       should_stop=lambda: bool(self.stop))
         if pending is None:  # stopped: nothing of this group was written, the next run does it
@@ -734,15 +747,18 @@ class Ingest:
             return
         submit_s = time.perf_counter() - started
         self.stage["embed"] += submit_s
-        self._drain(writer, vram)
-        self._pending = (group, pending, by_key, fingerprint, run_id, submit_s)
+        self._drain(writer, vram, slot)  # this device's previous group; the others keep running
+        self._pending[slot] = (group, pending, by_key, fingerprint, run_id, submit_s)
 
-    def _drain(self, writer, vram) -> None:
-        """Wait for the queued group's vectors and hand its points to the writer."""
-        if getattr(self, "_pending", None) is None:
+    def _drain(self, writer, vram, slot: int | None = None) -> None:
+        """Wait for a queued group's vectors (one device's, or all in turn) and write its points."""
+        if slot is None:
+            for key in list(self._pending):
+                self._drain(writer, vram, key)
             return
-        group, pending, by_key, fingerprint, run_id, submit_s = self._pending
-        self._pending = None
+        if slot not in self._pending:
+            return
+        group, pending, by_key, fingerprint, run_id, submit_s = self._pending.pop(slot)
         started = time.perf_counter()
         vectors = pending.result()
         wait_s = time.perf_counter() - started

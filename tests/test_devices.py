@@ -1,0 +1,36 @@
+"""Several embedding devices fed in turn from one extraction pool (CPU stands in for GPUs here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from alexandria.embed import resolve_devices
+from alexandria.errors import UsageError
+from alexandria.pipeline import IngestOptions, ingest
+
+from .conftest import status_json
+
+
+def test_device_lists_and_gpus():
+    assert resolve_devices("cpu,cpu") == ["cpu", "cpu"]
+    assert resolve_devices("cpu") == ["cpu"]
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_devices("auto", gpus="all")
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_devices("cuda:0,cuda:1")
+
+
+def test_groups_alternate_between_devices_and_nothing_is_lost(small_library, tmp_path):
+    store = tmp_path / "store"
+    # a small budget makes several groups, so both device slots get work and queue it
+    opts = IngestOptions(directory=small_library, model="minilm", device="cpu,cpu", store=store,
+                         token_budget=1024, workers=1)
+    report = ingest(opts)
+    assert report.books_failed == 0 and report.books_done == len(list(small_library.iterdir()))
+    assert report.device == "cpu,cpu"
+    status = status_json(store)
+    assert status["mismatches"] == 0
+    assert sum(b["store_points"] for b in status["books"]) == report.chunks
