@@ -749,6 +749,8 @@ class Ingest:
         self.stage["embed"] += submit_s
         self._drain(writer, vram, slot)  # this device's previous group; the others keep running
         self._pending[slot] = (group, pending, by_key, fingerprint, run_id, submit_s)
+        if not embedder.device.startswith("cuda"):  # the CPU computed it already: nothing to overlap
+            self._drain(writer, vram, slot)
 
     def _drain(self, writer, vram, slot: int | None = None) -> None:
         """Wait for a queued group's vectors (one device's, or all in turn) and write its points."""

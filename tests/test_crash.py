@@ -115,7 +115,7 @@ TORTURE_LONG_BOOKS = TORTURE_BOOKS + [
     "books/se-the-devils-dictionary.epub",
 ]
 # Batches of 16 make the embedding and writing interleave book by book.
-TORTURE_ARGS = ("--chunk-tokens", "128", "--overlap", "16", "--batch-size", "16")
+TORTURE_ARGS = ("--chunk-tokens", "128", "--overlap", "16", "--batch-size", "16", "--token-budget", "512")
 
 
 def last_run_row(manifest: Path) -> tuple[int, float, float | None] | None:
@@ -209,7 +209,9 @@ def torture(lib: Path, tmp_path: Path, kills_wanted: int, seed: int) -> dict:
             deadline, armed = start + rng.uniform(0.2, startup_s), start
         else:
             deadline, armed = None, None
-        delay = rng.uniform(0.0, max(0.5, work_s * remaining))
+        # within the first half of what is left: the kills spread over the whole run instead of
+        # one lucky run finishing the library early and leaving nothing to kill
+        delay = rng.uniform(0.0, max(0.5, work_s * remaining * 0.5))
         while proc.poll() is None and time.monotonic() - start < 600:
             now = time.monotonic()
             if armed is None:
