@@ -564,6 +564,8 @@ class Ingest:
                 if writer.is_alive():
                     writer.close()
                 self.stage["write"] = writer.seconds
+            if writer.error is not None:  # it died after the last submit: still the run's failure
+                raise writer.error
             if not self.stop:  # a complete run: a bulk-loaded server collection is indexed now
                 store.finish()
             self._finish_report(started, vram)

@@ -209,9 +209,9 @@ def torture(lib: Path, tmp_path: Path, kills_wanted: int, seed: int) -> dict:
             deadline, armed = start + rng.uniform(0.2, startup_s), start
         else:
             deadline, armed = None, None
-        # within the first half of what is left: the kills spread over the whole run instead of
+        # within the first third of what is left: the kills spread over the whole run instead of
         # one lucky run finishing the library early and leaving nothing to kill
-        delay = rng.uniform(0.0, max(0.5, work_s * remaining * 0.5))
+        delay = rng.uniform(0.0, max(0.5, work_s * remaining * 0.3))
         while proc.poll() is None and time.monotonic() - start < 600:
             now = time.monotonic()
             if armed is None:
