@@ -93,3 +93,40 @@ def test_cpu_bf16_keeps_quality(ids):
 def test_embedder_is_cached_per_process():
     spec = resolve_model("minilm")
     assert get_embedder(spec, "cpu", "fp32") is get_embedder(spec, "cpu", "fp32")
+
+
+def test_compiled_forward_is_the_one_that_runs(ids):
+    """sentence-transformers 6 calls `auto_model.forward` itself, so `nn.Module.compile` once left
+    a 'compiled' model running eager. A counting backend shows which forward really runs."""
+    from alexandria.embed import Embedder, _load
+
+    spec = resolve_model("minilm")
+    emb = Embedder(spec, "cpu", "float32", _load(spec, "cpu", "float32"))  # not the cached one
+    reference = emb.encode_ids(ids, 4096)
+    calls = []
+
+    def counting(graph, _example_inputs):
+        def run(*args):
+            calls.append(1)
+            return graph.forward(*args)
+        return run
+
+    assert emb.compile(backend=counting) and emb.compiled
+    try:
+        vectors = emb.encode_ids(ids, 4096)
+        assert calls, "the compiled forward never ran"
+        assert np.allclose(vectors, reference, atol=1e-5)
+        # a lone row runs as two (a compiled graph is specialised for size 1)
+        assert np.allclose(emb.encode_ids(ids[:1], 4096), reference[:1], atol=1e-5)
+        seen = len(calls)
+        with emb.eager():  # the benchmark's baseline
+            emb.encode_ids(ids[:5], 4096)
+        assert len(calls) == seen
+        emb.encode_ids(ids[:5], 4096)
+        assert len(calls) > seen
+        emb._uncompile()  # what a compiler failure falls back to
+        seen = len(calls)
+        assert np.allclose(emb.encode_ids(ids, 4096), reference, atol=1e-5)
+        assert len(calls) == seen and not emb.compiled
+    finally:
+        torch._dynamo.reset()
