@@ -15,6 +15,7 @@ import numpy as np
 from .chunk import Chunk, Chunker, ChunkSettings, parent_chunks
 from .chunk_semantic import SentencePlan, chunks_from_plan, embed_plans, plan_sentences
 from .errors import BookError
+from .orphan import exit_with_parent
 from .pages import page_map
 
 
@@ -59,6 +60,7 @@ _state: dict[str, object] = {}
 def init_worker(
     tokenizer_json: str, max_seq_length: int, settings: ChunkSettings, document_template: str | None
 ) -> None:
+    exit_with_parent()
     _state["chunker"] = Chunker(tokenizer_json, max_seq_length, settings)
     _state["template"] = document_template
 

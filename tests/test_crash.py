@@ -49,8 +49,30 @@ def done_count(manifest: Path) -> int:
         return 0
 
 
-def kill_when(store: Path, lib: Path, condition, deadline_s: float = 300) -> bool:
-    """Start an ingest, SIGKILL it as soon as condition(manifest) holds; True if it was killed."""
+def children(pid: int) -> list[int]:
+    """Live processes whose parent is pid (from /proc: the book workers, the store process)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_when(store: Path, lib: Path, condition, deadline_s: float = 300,
+              orphans: list[int] | None = None) -> bool:
+    """Start an ingest, SIGKILL it as soon as condition(manifest) holds; True if it was killed.
+    `orphans` receives the children that were still alive 10 s after the kill."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "alexandria", *map(str, ingest_args(store, "--directory", lib))],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -60,8 +82,15 @@ def kill_when(store: Path, lib: Path, condition, deadline_s: float = 300) -> boo
     try:
         while proc.poll() is None and time.monotonic() - start < deadline_s:
             if condition(manifest):
+                kids = children(proc.pid)
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
+                if orphans is not None:
+                    assert kids, "the run had no child processes to check"
+                    give_up = time.monotonic() + 10
+                    while any(alive(k) for k in kids) and time.monotonic() < give_up:
+                        time.sleep(0.2)
+                    orphans.extend(k for k in kids if alive(k))
                 return True
             time.sleep(0.05)
         return False
@@ -84,8 +113,10 @@ def test_sigkill_halfway_then_resume(crash_library, tmp_path):
     assert len(expected) == len(CRASH_BOOKS)
 
     store = tmp_path / "crashed"
-    killed = kill_when(store, crash_library, lambda m: done_count(m) >= 2)
+    orphans: list[int] = []
+    killed = kill_when(store, crash_library, lambda m: done_count(m) >= 2, orphans=orphans)
     assert killed, "the run finished before it could be killed"
+    assert orphans == [], "book workers or the store process outlived the killed run"
     assert done_count(store / "manifest.sqlite") < len(CRASH_BOOKS)
 
     report = tmp_path / "resume.json"
