@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import library
 from .chunk import DEFAULT_MIN_TOKENS, STRATEGIES, ChunkSettings
@@ -66,6 +66,7 @@ class IngestOptions:
     samples: int = 3
     token_budget: int | None = None  # tokens per model batch; default batch_size x chunk_tokens (x4 on GPU)
     compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
+    store_process: bool = True  # Qdrant Edge in a child process (its point building holds the GIL)
     gpus: str | None = None  # "all" or N: one embedding device per GPU (else --device a,b)
     max_vram_gb: float | None = None  # caps the token budget so the card stays under this
     prune: bool = True
@@ -585,8 +586,14 @@ class Ingest:
             server = {"timeout": int(opts.qdrant_timeout), "prefer_grpc": opts.grpc,
                       "retry": RetryPolicy(retries=opts.qdrant_retries),
                       "bulk_load": opts.bulk_load} if opts.qdrant_url else {}
-            return open_store(self.collection, embedder.dimension if embedder else None,
-                              opts.store, opts.qdrant_url, opts.api_key, **server)
+            dimension = embedder.dimension if embedder else None
+            if not opts.qdrant_url and opts.store_process:
+                from .store_process import StoreProcess
+
+                return cast(VectorStore, StoreProcess(Path(opts.store),
+                                                      self.collection, dimension))
+            return open_store(self.collection, dimension, opts.store, opts.qdrant_url, opts.api_key,
+                              **server)
         except UsageError as e:
             if embedder is None and "There is no collection" in str(e):
                 return None

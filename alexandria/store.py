@@ -123,7 +123,7 @@ class EdgeStore(VectorStore):
                         f"Collection {collection!r} in {self.path.parent} holds {stored}-dimensional "
                         f"vectors but the model makes {dimension}; use another --collection."
                     )
-                self.shard = qe.EdgeShard.load(str(self.path), None)
+                self.shard = _load_shard(qe, self.path)
             elif dimension is None:
                 raise UsageError(f"There is no collection {collection!r} in {self.path.parent}.")
             else:
@@ -271,6 +271,18 @@ class EdgeStore(VectorStore):
         shard, self.shard = getattr(self, "shard", None), None
         if shard is not None:
             shard.close()
+
+
+def _load_shard(qe, path: Path, wait_s: float = 10.0):
+    """A killed run's store process may still be finishing its last write: wait for its lock."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return qe.EdgeShard.load(str(path), None)
+        except Exception as e:
+            if "WouldBlock" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _plain_vector(vector: Any) -> list[float]:

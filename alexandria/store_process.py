@@ -1,0 +1,130 @@
+"""Qdrant Edge in a child process while ingesting.
+
+Turning a payload into a Qdrant point costs about 5 us per payload key under the GIL (a chunk's
+21-key payload: ~130 us, more than the upsert itself), so 30,000 points a minute kept the GIL busy
+and starved the main thread that feeds the GPU. The child does that work on its own interpreter;
+the writer thread only pickles the points and waits on a pipe, with the GIL released.
+
+The child owns the shard and answers one call at a time, in order. It ignores SIGINT, SIGTERM and
+SIGHUP (the parent stops cleanly and closes it) and exits when the pipe closes: a parent killed
+with SIGKILL leaves a child that finishes its current call and goes, releasing the shard lock
+(EdgeStore waits a few seconds for that lock when it opens).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from .orphan import exit_with_parent
+from .store import EdgeStore, StoreError
+
+
+class StoreProcess:
+    """An EdgeStore in a child process: the same methods, each one a call over a pipe."""
+
+    def __init__(self, root: Path, collection: str, dimension: int | None) -> None:
+        ctx = multiprocessing.get_context("spawn")  # torch may be loaded here: never fork it
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, str(root), collection, dimension),
+                                 name="alexandria-store", daemon=True)
+        self._proc.start()
+        child.close()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.collection = collection
+        self.path = Path(root).expanduser() / collection
+        try:
+            self._call("opened")
+        except BaseException:
+            self._closed = True
+            self._conn.close()
+            self._proc.join(10)
+            raise
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the store {self.path} is already closed")
+            try:
+                self._conn.send((name, args, kwargs))
+                ok, value = self._conn.recv()
+            except (EOFError, OSError) as e:
+                self._proc.join(5)
+                code = self._proc.exitcode
+                why = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
+                raise StoreError(f"the store process for {self.path} died ({why})") from e
+        if not ok:
+            raise value
+        return value
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return lambda *args, **kwargs: self._call(name, *args, **kwargs)
+
+    def iter_points(self, *args: Any, **kwargs: Any):
+        """Pages cannot stream over the pipe: repair and export open the store in-process."""
+        raise NotImplementedError("iter_points runs on an in-process store")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self._call("close")
+        finally:
+            self._closed = True
+            self._conn.close()
+            self._proc.join(30)
+            if self._proc.is_alive():
+                self._proc.kill()
+
+
+def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    exit_with_parent()  # mid-call when the parent was killed: no end-of-file to notice
+    try:
+        store = EdgeStore(Path(root), collection, dimension)
+    except BaseException as e:
+        _reply(conn, False, e)
+        return
+    closed = False
+    try:
+        while True:
+            try:
+                name, args, kwargs = conn.recv()
+            except (EOFError, OSError):  # the parent is gone
+                return
+            if name == "close":  # reply once the shard is released
+                closed = True
+                store.close()
+                _reply(conn, True, None)
+                return
+            try:
+                value = None if name == "opened" else getattr(store, name)(*args, **kwargs)
+                ok: bool = True
+            except BaseException as e:
+                ok, value = False, e
+            if not _reply(conn, ok, value):
+                return
+    finally:
+        if not closed:
+            store.close()
+
+
+def _reply(conn, ok: bool, value: Any) -> bool:
+    if not ok:
+        try:
+            pickle.dumps(value)
+        except Exception:
+            value = StoreError(f"{type(value).__name__}: {value}")
+    try:
+        conn.send((ok, value))
+        return True
+    except (OSError, ValueError):  # the parent is gone
+        return False
