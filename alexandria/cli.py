@@ -146,7 +146,8 @@ def ingest_options(f):
         opt("--gpus", default=None,
             help="all, or N: one embedding worker per GPU (or give --device cuda:0,cuda:1)."),
         opt("--compile", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-            help="torch.compile the model (auto: on CUDA; falls back to eager if it fails)."),
+            help="torch.compile the model (auto: on CUDA for runs of 200 books or more, since "
+                 "compiling takes minutes; falls back to eager if it fails)."),
         opt("--store-process/--no-store-process", default=True, show_default=True,
             help="Write to the embedded store from a child process (keeps the GIL for the GPU feed)."),
         opt("--chunk-tokens", type=int, default=512, show_default=True,

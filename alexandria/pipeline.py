@@ -85,6 +85,9 @@ class IngestOptions:
                              min_tokens=self.min_tokens)
 
 
+COMPILE_MIN_BOOKS = 200  # --compile auto: runs with at least this many books to embed
+
+
 def default_token_budget(opts: IngestOptions, max_seq_length: int, device: str) -> int:
     if opts.token_budget:
         return opts.token_budget
@@ -542,8 +545,9 @@ class Ingest:
                 embedder = self._embedders[0]
                 self.report.device = ",".join(e.device for e in self._embedders)
                 self.report.dtype = embedder.dtype
+                books_to_embed = sum(p.action == "ingest" for p in planned)
                 for e in {id(e): e for e in self._embedders}.values():
-                    self._tune_embedder(e)
+                    self._tune_embedder(e, books_to_embed)
             store = self._open_store(embedder)
             vram = VramMeter(embedder.device if embedder else "cpu")
             if store is None:  # no collection yet and nothing to write into one
@@ -713,11 +717,14 @@ class Ingest:
     def _token_budget(self) -> int:
         return default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")
 
-    def _tune_embedder(self, embedder) -> None:
+    def _tune_embedder(self, embedder, books_to_embed: int) -> None:
         opts = self.opts
         if opts.compile not in ("auto", "on", "off"):
             raise UsageError(f"--compile must be auto, on or off, not {opts.compile!r}.")
-        if opts.compile == "on" or (opts.compile == "auto" and embedder.device.startswith("cuda")):
+        # Compiling takes minutes (EmbeddingGemma: ~3 on an H100): worth it for a library, not
+        # for a nightly run of a few new books or a one-book test.
+        big = books_to_embed >= COMPILE_MIN_BOOKS
+        if opts.compile == "on" or (opts.compile == "auto" and big and embedder.device.startswith("cuda")):
             embedder.compile()
         if opts.max_vram_gb:
             # hierarchical parents are whole chapters, up to the model's window
