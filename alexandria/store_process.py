@@ -17,6 +17,7 @@ import multiprocessing
 import pickle
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ class StoreProcess:
         child.close()
         self._lock = threading.Lock()
         self._closed = False
+        self._died: str | None = None
         self.collection = collection
         self.path = Path(root).expanduser() / collection
         try:
@@ -48,6 +50,8 @@ class StoreProcess:
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         with self._lock:
+            if self._died:
+                raise StoreError(self._died)
             if self._closed:
                 raise StoreError(f"the store {self.path} is already closed")
             try:
@@ -57,7 +61,8 @@ class StoreProcess:
                 self._proc.join(5)
                 code = self._proc.exitcode
                 why = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
-                raise StoreError(f"the store process for {self.path} died ({why})") from e
+                self._died = f"the store process for {self.path} died ({why})"
+                raise StoreError(self._died) from e
         if not ok:
             raise value
         return value
@@ -68,14 +73,17 @@ class StoreProcess:
         return lambda *args, **kwargs: self._call(name, *args, **kwargs)
 
     def iter_points(self, *args: Any, **kwargs: Any):
-        """Pages cannot stream over the pipe: repair and export open the store in-process."""
-        raise NotImplementedError("iter_points runs on an in-process store")
+        """Pages one call at a time: the child keeps the scroll, the pipe never holds it all."""
+        self._call("iter_start", *args, **kwargs)
+        while (page := self._call("iter_next")) is not None:
+            yield page
 
     def close(self) -> None:
         if self._closed:
             return
         try:
-            self._call("close")
+            if not self._died:  # a dead child's error was raised already
+                self._call("close")
         finally:
             self._closed = True
             self._conn.close()
@@ -94,6 +102,7 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
         _reply(conn, False, e)
         return
     closed = False
+    pages: Iterator[Any] = iter(())
     try:
         while True:
             try:
@@ -106,7 +115,14 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
                 _reply(conn, True, None)
                 return
             try:
-                value = None if name == "opened" else getattr(store, name)(*args, **kwargs)
+                if name == "opened":
+                    value = None
+                elif name == "iter_start":
+                    pages, value = store.iter_points(*args, **kwargs), None
+                elif name == "iter_next":
+                    value = next(pages, None)
+                else:
+                    value = getattr(store, name)(*args, **kwargs)
                 ok: bool = True
             except BaseException as e:
                 ok, value = False, e
