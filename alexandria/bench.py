@@ -614,7 +614,7 @@ def run_bench(
         say(f"matmul peak {peak:.1f} TFLOP/s ({resolved_dtype}); {flops_per_token / 1e9:.2f} "
             "GFLOP per token")
 
-        # warm-up: kernels, allocator, compilation (as the pipeline's --compile auto does), before
+        # warm-up: kernels, allocator, compilation (as --compile auto does for a library), before
         # any clock starts; two passes so that a dynamic-shape recompile happens here too
         if device.startswith("cuda"):
             embedder.compile()

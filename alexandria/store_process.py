@@ -101,7 +101,6 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
     except BaseException as e:
         _reply(conn, False, e)
         return
-    closed = False
     pages: Iterator[Any] = iter(())
     try:
         while True:
@@ -110,10 +109,10 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
             except (EOFError, OSError):  # the parent is gone
                 return
             if name == "close":  # reply once the shard is released
-                closed = True
                 store.close()
                 _reply(conn, True, None)
                 return
+            ok = True
             try:
                 if name == "opened":
                     value = None
@@ -123,14 +122,12 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
                     value = next(pages, None)
                 else:
                     value = getattr(store, name)(*args, **kwargs)
-                ok: bool = True
             except BaseException as e:
                 ok, value = False, e
             if not _reply(conn, ok, value):
                 return
     finally:
-        if not closed:
-            store.close()
+        store.close()  # a second close is a no-op
 
 
 def _reply(conn, ok: bool, value: Any) -> bool:

@@ -49,24 +49,28 @@ def done_count(manifest: Path) -> int:
         return 0
 
 
+def _stat(pid: str | int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process from /proc, None when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
 def children(pid: int) -> list[int]:
-    """Live processes whose parent is pid (from /proc: the book workers, the store process)."""
+    """Live processes whose parent is pid (the book workers, the store process)."""
     out = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            out.append(int(stat.parent.name))
+    for entry in Path("/proc").glob("[0-9]*"):
+        stat = _stat(entry.name)
+        if stat is not None and stat[0] != "Z" and stat[1] == pid:
+            out.append(int(entry.name))
     return out
 
 
 def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def kill_when(store: Path, lib: Path, condition, deadline_s: float = 300,
