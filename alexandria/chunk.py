@@ -90,10 +90,12 @@ class Chunker:
         capacity = self.capacity(reserved)
         overlap = min(self.settings.overlap, capacity // 2)
         chunks: list[Chunk] = []
-        for chapter in chapters:
-            if not chapter.text.strip():
-                continue
-            offsets = self.tokenizer.encode(chapter.text, add_special_tokens=False).offsets
+        chapters = [c for c in chapters if c.text.strip()]
+        # one batch: where tokenizer threads are allowed (book workers), a big book's chapters
+        # are tokenized on several cores at once
+        encodings = self.tokenizer.encode_batch([c.text for c in chapters], add_special_tokens=False)
+        for chapter, encoding in zip(chapters, encodings, strict=True):
+            offsets = encoding.offsets
             for w in windows(chapter.text, offsets, capacity, overlap):
                 chunks.append(
                     Chunk(

@@ -95,16 +95,31 @@ def budget_for_vram(max_bytes: int, base_bytes: int, probe_bytes: int, probe_tok
     return max(0, int((max_bytes * headroom - base_bytes) / per_token))
 
 
+# Batches a device may have queued ahead of the one that runs: enough to cover the Python time of
+# the next launch, few enough that a launch never blocks inside CUDA (holding the GIL) on a full
+# queue.
+AHEAD = 2
+
+
 class PendingVectors:
-    """Embeddings still on the device; result() waits for them once, in input order."""
+    """Embeddings still on their way from the device; result() waits for them once, in input order.
+
+    Each batch's vectors are copied into pinned host memory as soon as the batch is done (an
+    event marks it), so waiting for this group never waits for a group queued after it.
+    """
 
     def __init__(self, n: int, dimension: int, outputs: list) -> None:
         self.n, self.dimension, self.outputs = n, dimension, outputs
 
+    def done(self) -> bool:
+        return all(ready is None or ready.query() for _, _, ready in self.outputs[-1:])
+
     def result(self) -> np.ndarray:
         result = np.empty((self.n, self.dimension), dtype=np.float32)
-        for rows, vectors in self.outputs:  # the copies back wait for the GPU once, here
-            result[rows] = vectors.cpu().numpy()
+        for rows, vectors, ready in self.outputs:
+            if ready is not None:
+                ready.synchronize()  # releases the GIL while it waits
+            result[rows] = vectors.numpy()
         self.outputs = []
         return result
 
@@ -181,12 +196,12 @@ class Embedder:
         max_batch: int = 1024,
         should_stop: Callable[[], bool] | None = None,
     ) -> PendingVectors | None:
-        """Queue every batch on the device and return without waiting for it (None if stopped).
+        """Queue the batches on the device; return once the last few are queued (None if stopped).
 
         Length-sorted batches filled up to a token budget (not a fixed count padded to the
         longest), built on the CPU while the GPU runs the previous batch: inputs go through
-        pinned memory without blocking and results stay on the device, so the caller can
-        prepare the next group, or write the last one, while this one runs.
+        pinned memory without blocking and results come back the same way, so the caller can
+        queue the next group, or write the last one, while this one finishes.
         """
         import torch
 
@@ -234,7 +249,16 @@ class Embedder:
                 if cuda:
                     torch.cuda.empty_cache()
                 continue
-            outputs.append((rows, vectors))
+            if cuda:
+                host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
+                host.copy_(vectors, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record(torch.cuda.current_stream(self.device))
+                outputs.append((rows, host, ready))
+                if len(outputs) > AHEAD:  # wait (GIL released) rather than overfill the queue
+                    outputs[-AHEAD - 1][2].synchronize()
+            else:
+                outputs.append((rows, vectors, None))
             self.real_tokens += int(lengths[rows].sum())
             self.padded_tokens += count * width
             pos += count
@@ -336,11 +360,20 @@ _CACHE: dict[tuple[str, str, str], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
+def cache_key(source: str, device: str, dtype: str) -> tuple[str, str, str]:
+    """"cuda" and "cuda:0" are one card: one model on it, not two."""
+    if device == "cuda":
+        import torch
+
+        device = f"cuda:{torch.cuda.current_device()}"
+    return source, device, dtype
+
+
 def get_embedder(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Embedder:
     """Loading bge-m3 takes seconds and GBs: never more than once per process."""
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device, spec)
-    key = (spec.source, device, dtype)
+    key = cache_key(spec.source, device, dtype)
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = Embedder(spec, device, dtype, _load(spec, device, dtype))

@@ -1,14 +1,14 @@
 """The run: plan what changed, prepare books in worker processes, embed, write, record.
 
-Data flows one way: library -> plan -> prepare (workers) -> embed (this thread) -> writer thread
-(store + manifest). Only the writer thread changes the store or the manifest during a run, in the
+Data flows one way: library -> plan -> prepare (worker processes) -> groups (this thread) ->
+embed (one thread per device, alexandria.feed) -> points (this thread) -> writer thread (store +
+manifest). Only the writer thread changes the store or the manifest during a run, in the
 order the operations were queued, which is what makes a kill at any instant recoverable.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import queue
 import threading
@@ -23,13 +23,15 @@ from typing import Any, cast
 from . import library
 from .chunk import DEFAULT_MIN_TOKENS, STRATEGIES, ChunkSettings
 from .errors import RunFailure, UsageError
+from .feed import Embedded, Feeder, Group, put_unless_failed
 from .library import Book
 from .manifest import Manifest
 from .models import ModelSpec, resolve_model
+from .orphan import child_context
 from .pages import page_range
 from .paths import resolve_library_path
 from .prepare import PreparedBook, PrepareTask, init_worker, prepare
-from .store import PointData, StoreError, VectorStore, open_store, parent_point_id, point_id
+from .store import PointBlock, StoreError, VectorStore, open_store, parent_point_id
 
 log = logging.getLogger("alexandria")
 
@@ -38,6 +40,7 @@ UPSERT_BATCH = 512
 # kernels get big enough to fill the card); scripts/gpu_variants.py measures it.
 GPU_BUDGET_FACTOR = 4
 GROUP_BUDGETS = 4  # token budgets per encode call: length sorting over several batches
+WAIT_S = 0.02  # the main thread looks for finished groups this often while books are being prepared
 
 
 @dataclass
@@ -102,6 +105,21 @@ def default_workers(device: str) -> int:
     if device.startswith("cuda"):
         return max(1, min(32, cores - 2))
     return max(1, min(4, cores - 1))
+
+
+def start_order(planned: list[Planned]) -> list[Planned]:
+    """Smallest, largest, next smallest, next largest...: a small book reaches the GPU within
+    seconds of the start, and the largest books are not the last ones still being parsed
+    (one 4 MB diary takes a core 15 s) while the GPU waits at the end."""
+    by_size = sorted(planned, key=lambda p: p.book.size or 0)
+    out: list[Planned] = []
+    lo, hi = 0, len(by_size) - 1
+    while lo <= hi:
+        out.append(by_size[lo])
+        if hi != lo:
+            out.append(by_size[hi])
+        lo, hi = lo + 1, hi - 1
+    return out
 
 
 def default_collection(spec: ModelSpec, chunker: str = "structural") -> str:
@@ -381,14 +399,7 @@ class Writer(threading.Thread):
         self.seconds = 0.0
 
     def submit(self, *op: Any) -> None:
-        while True:
-            if self.error is not None:
-                raise self.error
-            try:
-                self.queue.put(op, timeout=0.2)
-                return
-            except queue.Full:
-                continue
+        put_unless_failed(self.queue, op, lambda: self.error)
 
     def close(self) -> None:
         self.submit("stop")
@@ -424,8 +435,8 @@ class Writer(threading.Thread):
                                                "stored_points": 0})
         self.store.delete_book(book.key)
 
-    def _points(self, m: Manifest, points: list[PointData]) -> None:
-        self.store.upsert(points)
+    def _points(self, m: Manifest, block: PointBlock) -> None:
+        self.store.upsert_block(block)
 
     def _finish(self, m: Manifest, book: Book, result: BookResult, fields: dict, replaces) -> None:
         self.store.flush()
@@ -484,10 +495,15 @@ class Ingest:
         self.collection = opts.collection or default_collection(self.spec, opts.chunker)
         self.report = RunReport(collection=self.collection, model=self.spec.name)
         self._lock = threading.Lock()
-        self.stage = {"plan": 0.0, "prepare_wait": 0.0, "embed": 0.0, "write": 0.0}
+        self.stage = {"plan": 0.0, "prepare_wait": 0.0, "embed": 0.0, "device_wait": 0.0,
+                      "points": 0.0, "write": 0.0}
         self._embedders: list = []  # one per embedding device
-        self._turn = 0  # the device that gets the next group
-        self._pending: dict[int, tuple] = {}  # device slot -> a group queued there, not yet written
+        self._feeders: list[Feeder] = []  # one thread per device (alexandria.feed)
+        self._embedded: queue.Queue = queue.Queue()  # groups whose vectors are back
+        self._semantic_s = 0.0  # semantic chunking's sentence embedding, part of "embed"
+        self._started = 0.0
+        self._first_group: float | None = None  # the start-up and the tail of the run are stages too
+        self._last_vectors: float | None = None
 
     # The writer calls this from its thread.
     def _on_result(self, result: BookResult) -> None:
@@ -506,7 +522,7 @@ class Ingest:
             self.progress(result)
 
     def run(self) -> RunReport:
-        started = time.perf_counter()
+        started = self._started = time.perf_counter()
         opts = self.opts
         if opts.batch_size < 1:
             raise UsageError("--batch-size must be at least 1.")
@@ -656,12 +672,14 @@ class Ingest:
         }
         by_key = {p.book.key: p for p in to_ingest}
         workers = self.opts.workers or default_workers(embedder.device if embedder else "cpu")
-        ctx = multiprocessing.get_context("spawn")  # torch is loaded here: never fork it
+        workers = max(1, min(workers, len(tasks)))  # a nightly run of 3 books starts 3 workers
         initargs = (self.tokenizer_json, self.max_seq_length,
                     self.opts.chunk_settings(), self.spec.document_template)
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
-                                 initargs=initargs) as pool:
-            queue_keys = deque(tasks)
+        self._start_feeders(embedder)
+        pool = ProcessPoolExecutor(workers, mp_context=child_context(), initializer=init_worker,
+                                   initargs=initargs)
+        try:
+            queue_keys = deque(p.book.key for p in start_order(to_ingest))
             inflight: dict[Future, str] = {}
             window = workers * 2
             while (queue_keys or inflight) and not self.stop:
@@ -669,18 +687,22 @@ class Ingest:
                     key = queue_keys.popleft()
                     inflight[pool.submit(prepare, tasks[key])] = key
                 t = time.perf_counter()
-                done, _ = wait(list(inflight), return_when=FIRST_COMPLETED)
+                done, _ = wait(list(inflight), timeout=WAIT_S, return_when=FIRST_COMPLETED)
                 self.stage["prepare_wait"] += time.perf_counter() - t
                 ready = [f.result() for f in done]
                 for f in done:
                     inflight.pop(f)
-                self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id, vram)
-            for f in inflight:
-                f.cancel()
-        self._drain(writer, vram)  # the last groups (their vectors are computed even after a stop)
+                self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id)
+                self._write_embedded(writer, vram, by_key, fingerprint, run_id)
+        finally:
+            # the workers exit on their own: the last groups need not wait for them
+            pool.shutdown(wait=False, cancel_futures=True)
+            for feeder in self._feeders:  # the last groups (their vectors come back even after a stop)
+                feeder.close()
+        self._write_embedded(writer, vram, by_key, fingerprint, run_id)
 
     def _embed_and_write(self, ready: list[PreparedBook], by_key, writer, embedder, fingerprint,
-                         run_id, vram) -> None:
+                         run_id) -> None:
         good = []
         for prepared in ready:
             p: Planned = by_key[prepared.book_key]
@@ -709,10 +731,10 @@ class Ingest:
                 return
             group.append(prepared)
             if sum(g.tokens for g in group) >= self._token_budget() * GROUP_BUDGETS:
-                self._embed_group(group, by_key, writer, embedder, fingerprint, run_id, vram)
+                self._embed_group(group)
                 group = []
         if group and not self.stop:
-            self._embed_group(group, by_key, writer, embedder, fingerprint, run_id, vram)
+            self._embed_group(group)
 
     def _token_budget(self) -> int:
         return default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")
@@ -744,44 +766,49 @@ class Ingest:
         started = time.perf_counter()
         done = complete_semantic(books, self._main_chunker, self.spec.document_template, embedder,
                                  self._token_budget(), 4096, should_stop=lambda: bool(self.stop))
-        self.stage["embed"] += time.perf_counter() - started
+        self._semantic_s += time.perf_counter() - started
         return done
 
-    def _embed_group(self, group, by_key, writer, embedder, fingerprint, run_id, vram) -> None:
-        """Queue this group on the device, then write the previous one while it runs."""
-        started = time.perf_counter()
-        ids = [x for prepared in group for x in prepared.token_ids]
+    def _start_feeders(self, embedder) -> None:
         budget = self._token_budget()
-        embedders = self._embedders or [embedder]
-        slot = self._turn % len(embedders)
-        self._turn += 1
-        embedder = embedders[slot]
-        pending = embedder.submit_ids(ids, budget, max_batch=max(self.opts.batch_size * 4, budget // 32),
-                                      should_stop=lambda: bool(self.stop))
-        if pending is None:  # stopped: nothing of this group was written, the next run does it
-            log.info("abandoned %d book(s) mid-embedding; the next run does them", len(group))
-            return
-        submit_s = time.perf_counter() - started
-        self.stage["embed"] += submit_s
-        self._drain(writer, vram, slot)  # this device's previous group; the others keep running
-        self._pending[slot] = (group, pending, by_key, fingerprint, run_id, submit_s)
-        if not embedder.device.startswith("cuda"):  # the CPU computed it already: nothing to overlap
-            self._drain(writer, vram, slot)
+        max_batch = max(self.opts.batch_size * 4, budget // 32)
+        self._feeders = [Feeder(e, budget, max_batch, self._embedded, lambda: bool(self.stop))
+                         for e in self._embedders or [embedder]]
+        for feeder in self._feeders:
+            feeder.start()
 
-    def _drain(self, writer, vram, slot: int | None = None) -> None:
-        """Wait for a queued group's vectors (one device's, or all in turn) and write its points."""
-        if slot is None:
-            for key in list(self._pending):
-                self._drain(writer, vram, key)
-            return
-        if slot not in self._pending:
-            return
-        group, pending, by_key, fingerprint, run_id, submit_s = self._pending.pop(slot)
+    def _embed_group(self, group: list[PreparedBook]) -> None:
+        """Hand a group to the device with the least work queued; waits only while all are full."""
+        feeder = min(self._feeders, key=lambda f: f.queued_tokens)
+        ids = [x for prepared in group for x in prepared.token_ids]
         started = time.perf_counter()
-        vectors = pending.result()
-        wait_s = time.perf_counter() - started
-        self.stage["embed"] += wait_s
-        embed_s = submit_s + wait_s
+        if self._first_group is None:
+            self._first_group = started
+        feeder.put(Group(list(group), ids, sum(p.tokens for p in group)))
+        self.stage["device_wait"] += time.perf_counter() - started
+
+    def _write_embedded(self, writer, vram, by_key, fingerprint, run_id) -> None:
+        """Write the points of every group whose vectors are back (never waits for a device)."""
+        while True:
+            try:
+                embedded: Embedded = self._embedded.get_nowait()
+            except queue.Empty:
+                break
+            self._last_vectors = time.perf_counter()
+            if embedded.error is not None:
+                raise embedded.error
+            if embedded.vectors is None:  # stopped: nothing of it was written, the next run does it
+                log.info("abandoned %d book(s) mid-embedding; the next run does them",
+                         len(embedded.group.books))
+                continue
+            started = time.perf_counter()
+            self._write_group(embedded, writer, vram, by_key, fingerprint, run_id)
+            self.stage["points"] += time.perf_counter() - started
+        self.stage["embed"] = self._semantic_s + sum(f.busy_s for f in self._feeders)
+
+    def _write_group(self, embedded: Embedded, writer, vram, by_key, fingerprint, run_id) -> None:
+        group, vectors, embed_s = embedded.group.books, embedded.vectors, embedded.seconds
+        assert vectors is not None
         vram.sample()
         total_tokens = sum(p.tokens for p in group) or 1
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -799,29 +826,29 @@ class Ingest:
             writer.submit("begin", b, fields)
             base = b.metadata()
             base.update(model=self.spec.name, ingested_at=now)
-            points = []
+            hierarchical = self.opts.chunker == "hierarchical"
+            fields_of: list[dict[str, Any]] = []
             for chunk in prepared.chunks:
-                payload = dict(base)
                 parent = chunk.kind == "parent"
-                payload.update(
-                    text=chunk.text, chapter=chunk.chapter, chapter_index=chunk.chapter_index,
-                    chunk_index=None if parent else chunk.index, char_start=chunk.char_start,
-                    char_end=chunk.char_end, tokens=chunk.tokens, kind=chunk.kind,
-                )
-                if self.opts.chunker == "hierarchical" and not parent:
-                    payload["parent_id"] = parent_point_id(b.key, chunk.chapter_index)
-                span = page_range(prepared.pages, chunk.chapter_index, chunk.char_start, chunk.char_end)
-                if span:  # PDF: the pages this chunk's text is on
-                    payload.update(page_start=span[0], page_end=span[1])
-                pid = parent_point_id(b.key, chunk.chapter_index) if parent else point_id(
-                    b.key, chunk.index)
-                points.append(PointData(pid, vectors[row].tolist(), payload))
-                row += 1
-                if len(points) >= UPSERT_BATCH:
-                    writer.submit("points", points)
-                    points = []
-            if points:
-                writer.submit("points", points)
+                own = {"text": chunk.text, "chapter": chunk.chapter,
+                       "chapter_index": chunk.chapter_index,
+                       "chunk_index": None if parent else chunk.index,
+                       "char_start": chunk.char_start, "char_end": chunk.char_end,
+                       "tokens": chunk.tokens, "kind": chunk.kind}
+                if hierarchical and not parent:
+                    own["parent_id"] = parent_point_id(b.key, chunk.chapter_index)
+                if prepared.pages:  # PDF: the pages this chunk's text is on
+                    span = page_range(prepared.pages, chunk.chapter_index, chunk.char_start,
+                                      chunk.char_end)
+                    if span:
+                        own.update(page_start=span[0], page_end=span[1])
+                fields_of.append(own)
+            n = len(fields_of)
+            for start in range(0, n, UPSERT_BATCH):
+                end = min(n, start + UPSERT_BATCH)
+                block = PointBlock(base, fields_of[start:end], vectors[row + start:row + end])
+                writer.submit("points", block)
+            row += n
             share = embed_s * prepared.tokens / total_tokens
             seconds = prepared.seconds + share
             result = BookResult(b.key, b.title, _str(b.path), "done", None,
@@ -842,6 +869,9 @@ class Ingest:
             r.chunks_per_min = round(60 * r.chunks / r.elapsed_s, 1)
             r.tokens_per_s = round(r.tokens / r.elapsed_s, 1)
         r.vram_peak_mb, r.vram_peak_nvml_mb = vram.peak_mb, vram.nvml_peak_mb
+        if self._first_group is not None and self._last_vectors is not None:
+            self.stage["startup"] = self._first_group - self._started  # until a device has work
+            self.stage["tail"] = time.perf_counter() - self._last_vectors  # after the last vectors
         r.stages_s = {k: round(v, 3) for k, v in self.stage.items()}
         r.interrupted = self.stop.signal_name
 

@@ -6,6 +6,7 @@ Nothing here imports torch: workers start fast and stay small.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ class PreparedBook:
     def tokens(self) -> int:
         return sum(c.tokens for c in self.chunks)
 
+TOKENIZER_THREADS = 4  # per book worker; RAYON_NUM_THREADS overrides it
 
 _state: dict[str, object] = {}
 
@@ -61,6 +63,10 @@ def init_worker(
     tokenizer_json: str, max_seq_length: int, settings: ChunkSettings, document_template: str | None
 ) -> None:
     exit_with_parent()
+    # A book's chapters and chunks are tokenized in batches on a few threads: one huge book (a
+    # 4 MB diary: ~15 s on one core) would otherwise be the last thing the GPU waits for.
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    os.environ.setdefault("RAYON_NUM_THREADS", str(TOKENIZER_THREADS))
     _state["chunker"] = Chunker(tokenizer_json, max_seq_length, settings)
     _state["template"] = document_template
 

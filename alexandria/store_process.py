@@ -2,8 +2,9 @@
 
 Turning a payload into a Qdrant point costs about 5 us per payload key under the GIL (a chunk's
 21-key payload: ~130 us, more than the upsert itself), so 30,000 points a minute kept the GIL busy
-and starved the main thread that feeds the GPU. The child does that work on its own interpreter;
-the writer thread only pickles the points and waits on a pipe, with the GIL released.
+and starved the main thread that feeds the GPU. The child does that work on its own interpreter,
+from blocks of points in columns (alexandria.store.PointBlock); the writer thread only pickles them
+and does not wait for an upsert's answer, so pickling the next block overlaps storing this one.
 
 The child owns the shard and answers one call at a time, in order. It ignores SIGINT, SIGTERM and
 SIGHUP (the parent stops cleanly and closes it) and exits when the pipe closes: a parent killed
@@ -13,7 +14,7 @@ with SIGKILL leaves a child that finishes its current call and goes, releasing t
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import pickle
 import signal
 import threading
@@ -21,15 +22,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .orphan import exit_with_parent
+from .orphan import child_context, exit_with_parent
 from .store import EdgeStore, StoreError
+
+NOT_WAITED = frozenset({"upsert", "upsert_block"})
+AHEAD = 4  # upserts the child may have queued before the parent waits for their answers
 
 
 class StoreProcess:
     """An EdgeStore in a child process: the same methods, each one a call over a pipe."""
 
     def __init__(self, root: Path, collection: str, dimension: int | None) -> None:
-        ctx = multiprocessing.get_context("spawn")  # torch may be loaded here: never fork it
+        ctx = child_context()  # torch may be loaded here: never fork it
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(target=_serve, args=(child, str(root), collection, dimension),
                                  name="alexandria-store", daemon=True)
@@ -38,6 +42,7 @@ class StoreProcess:
         self._lock = threading.Lock()
         self._closed = False
         self._died: str | None = None
+        self._unanswered = 0  # upserts sent, their answers not yet read
         self.collection = collection
         self.path = Path(root).expanduser() / collection
         try:
@@ -49,23 +54,45 @@ class StoreProcess:
             raise
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Upserts are not waited for (the parent pickles the next block while the child stores
+        this one): their errors come back with the next call that is."""
+        error: BaseException | None = None
         with self._lock:
             if self._died:
                 raise StoreError(self._died)
             if self._closed:
                 raise StoreError(f"the store {self.path} is already closed")
             try:
-                self._conn.send((name, args, kwargs))
-                ok, value = self._conn.recv()
+                if name in NOT_WAITED:
+                    while self._unanswered >= AHEAD:
+                        failed = self._answer()
+                        error = error or failed
+                    if error is None:
+                        self._conn.send((name, args, kwargs))
+                        self._unanswered += 1
+                        return None
+                else:
+                    while self._unanswered:
+                        failed = self._answer()
+                        error = error or failed
+                    if error is None:
+                        self._conn.send((name, args, kwargs))
+                        ok, value = self._conn.recv()
+                        error = None if ok else value
             except (EOFError, OSError) as e:
                 self._proc.join(5)
                 code = self._proc.exitcode
                 why = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
                 self._died = f"the store process for {self.path} died ({why})"
                 raise StoreError(self._died) from e
-        if not ok:
-            raise value
+        if error is not None:
+            raise error
         return value
+
+    def _answer(self) -> BaseException | None:
+        ok, value = self._conn.recv()
+        self._unanswered -= 1
+        return None if ok else value
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
@@ -83,6 +110,10 @@ class StoreProcess:
             return
         try:
             if not self._died:  # a dead child's error was raised already
+                with contextlib.suppress(StoreError, OSError, EOFError):
+                    with self._lock:  # a book cut off by a stop: its upserts' answers no longer matter
+                        while self._unanswered:
+                            self._answer()
                 self._call("close")
         finally:
             self._closed = True

@@ -34,6 +34,24 @@ def need_corpus() -> None:
         pytest.skip("../shared/corpus is not beside this checkout")
 
 
+@pytest.fixture(scope="session")
+def embedder():
+    """The real minilm model on the CPU, loaded once for the session."""
+    from alexandria.embed import get_embedder
+    from alexandria.models import resolve_model
+
+    return get_embedder(resolve_model("minilm"), "cpu", "fp32")
+
+
+def minilm_ids(embedder, texts: list[str]) -> list:
+    """Model inputs for texts, tokenized exactly as the book workers do it."""
+    from alexandria.chunk import Chunker, ChunkSettings
+    from alexandria.prepare import model_inputs
+
+    return model_inputs(Chunker(embedder.tokenizer_json(), embedder.max_seq_length, ChunkSettings()),
+                        texts)
+
+
 @pytest.fixture
 def small_library(tmp_path: Path) -> Path:
     """A plain folder of a few real EPUBs (copied to tmp: tests may change them)."""

@@ -59,12 +59,17 @@ def _stat(pid: str | int) -> tuple[str, int] | None:
 
 
 def children(pid: int) -> list[int]:
-    """Live processes whose parent is pid (the book workers, the store process)."""
-    out = []
+    """Live descendants of pid (the fork server, the book workers, the store process)."""
+    parents: dict[int, list[int]] = {}
     for entry in Path("/proc").glob("[0-9]*"):
         stat = _stat(entry.name)
-        if stat is not None and stat[0] != "Z" and stat[1] == pid:
-            out.append(int(entry.name))
+        if stat is not None and stat[0] != "Z":
+            parents.setdefault(stat[1], []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
     return out
 
 

@@ -6,24 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from alexandria.chunk import Chunker, ChunkSettings
 from alexandria.embed import get_embedder, resolve_dtype
 from alexandria.errors import UsageError
 from alexandria.models import resolve_model
-from alexandria.prepare import model_inputs
+
+from .conftest import minilm_ids
 
 TEXTS = [("Call me Ishmael. " * (1 + (i * 7) % 40)) + f"Sentence number {i}." for i in range(60)]
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    return get_embedder(resolve_model("minilm"), "cpu", "fp32")
-
-
-@pytest.fixture(scope="module")
 def ids(embedder):
-    chunker = Chunker(embedder.tokenizer_json(), embedder.max_seq_length, ChunkSettings())
-    return model_inputs(chunker, TEXTS)
+    return minilm_ids(embedder, TEXTS)
 
 
 def test_token_budget_batches_match_sentence_transformers(embedder, ids):

@@ -58,7 +58,8 @@ def test_a_dead_store_process_is_a_store_error_not_a_hang(tmp_path):
     store.upsert(points("a", 3))
     os.kill(store._proc.pid, signal.SIGKILL)
     with pytest.raises(StoreError, match="died \\(killed by signal 9\\)"):
-        store.upsert(points("a", 3))
+        store.upsert(points("a", 3))  # not waited for: the next call that waits reports it
+        store.count()
     store.close()  # nothing left to close: no second error
     # its lock went with it: the store opens again and the flushed-or-not points are consistent
     again = StoreProcess(tmp_path, "c", 4)
@@ -77,5 +78,41 @@ def test_terminal_signals_do_not_stop_the_child(tmp_path):
         store.upsert(points("a", 2))
         store.flush()
         assert store.count() == 2
+    finally:
+        store.close()
+
+
+def test_an_upsert_is_not_waited_for_but_its_error_comes_back_with_the_next_call(tmp_path):
+    store = StoreProcess(tmp_path, "c", 4)
+    try:
+        store.upsert(points("a", 2))
+        store.upsert([PointData(str(uuid.uuid4()), [1.0, 2.0], {"book_key": "b"})])  # 2-d, not 4
+        store.upsert(points("c", 2))
+        with pytest.raises(StoreError, match="expected dim: 4, got 2"):
+            store.flush()
+        store.flush()  # reported once; the child goes on in order
+        assert store.counts_by_book() == {"a": 2, "c": 2}
+    finally:
+        store.close()
+
+
+def test_a_point_block_stores_the_same_points_as_point_by_point(tmp_path):
+    import numpy as np
+
+    from alexandria.store import PointBlock, point_id
+
+    base = {"book_key": "k", "title": "T"}
+    fields = [{"chunk_index": i, "chapter_index": 0, "kind": "chunk", "text": f"t{i}"} for i in range(3)]
+    vectors = np.arange(12, dtype=np.float32).reshape(3, 4) + 1
+    block = PointBlock(base, fields, vectors)
+    expected = [p.id for p in block.points()]
+    assert expected == [point_id("k", i) for i in range(3)]
+    store = StoreProcess(tmp_path, "c", 4)
+    try:
+        store.upsert_block(block)
+        store.flush()
+        got = store.get(expected)
+        assert got[expected[2]] == {"book_key": "k", "title": "T", "chunk_index": 2, "chapter_index": 0,
+                                    "kind": "chunk", "text": "t2"}
     finally:
         store.close()
