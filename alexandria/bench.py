@@ -43,6 +43,7 @@ from typing import Any
 import click
 
 from .errors import UsageError
+from .orphan import child_context
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = REPO.parent / "shared" / "corpus" / "epubs" / "books"
@@ -307,7 +308,6 @@ class PassBook:
 def dry_pass(books: list[Path], tokenizer_json: str, max_seq_length: int, settings,
              document_template: str | None, spec) -> tuple[list[PassBook], list[dict]]:
     """Every book prepared once with the pipeline's own code: chunks and token counts."""
-    import multiprocessing
 
     from .prepare import PrepareTask, init_worker, prepare
 
@@ -318,8 +318,7 @@ def dry_pass(books: list[Path], tokenizer_json: str, max_seq_length: int, settin
         init_worker(*initargs)
         prepared = [prepare(t) for t in tasks]
     else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker,
+        with ProcessPoolExecutor(workers, mp_context=child_context(), initializer=init_worker,
                                  initargs=initargs) as pool:
             prepared = list(pool.map(prepare, tasks))
     good: list[PassBook] = []
@@ -504,10 +503,19 @@ def run_bench(
     workdir: Path | None = None,
     *,
     dtype: str = "auto",
+    gpus: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return its results (see the module docstring)."""
-    from .embed import Embedder, get_embedder, quiet_libraries, resolve_device, resolve_dtype
+    from .embed import (
+        Embedder,
+        cache_key,
+        get_embedder,
+        quiet_libraries,
+        resolve_device,
+        resolve_devices,
+        resolve_dtype,
+    )
     from .models import ModelSpec, resolve_model
     from .pipeline import Ingest, IngestOptions
 
@@ -522,6 +530,10 @@ def run_bench(
     _quiet_transformers()
     books = corpus_books(corpus)
     device = resolve_device(device)
+    # --gpus: the end-to-end run once more on that many GPUs, in every repeat (scaling vs one)
+    devices = resolve_devices(device, gpus) if gpus else [device]
+    if gpus and not device.startswith("cuda"):
+        raise UsageError("--gpus needs --device cuda.")
     own_workdir = workdir is None
     work = Path(tempfile.mkdtemp(prefix="alexandria-bench-")) if own_workdir else Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -562,7 +574,7 @@ def run_bench(
         say(f"model {model_label} loaded on {device} in {resolved_dtype} "
             f"({time.perf_counter() - t:.1f}s)")
         pipe_spec = resolve_model(pipeline_model)
-        if (pipe_spec.source, device, resolved_dtype) not in _embedder_cache():
+        if cache_key(pipe_spec.source, device, resolved_dtype) not in _embedder_cache():
             raise RuntimeError("the pipeline would not find the benchmark's model in the cache")
         st_model = embedder.model
         base_opts = IngestOptions(model=pipeline_model, device=device, dtype=resolved_dtype,
@@ -620,10 +632,15 @@ def run_bench(
             embedder.compile()
         with embedder.eager():  # the baseline's kernels; its inputs would compile a second graph
             embedder.encode_documents(all_texts[: batch_size * 2], batch_size)
-        for _ in range(2):
-            embedder.encode_ids(mo_ids[: max(8, len(mo_ids) // 10)], budget,
-                                max_batch=max(batch_size * 4, budget // 32))
-        _sync(device)
+        others = {id(e): e for e in (get_embedder(spec, d, resolved_dtype) for d in devices)
+                  if e is not embedder}
+        for e in [embedder, *others.values()]:  # every GPU of a --gpus run compiles before the clock
+            if e is not embedder:
+                e.compile()
+            for _ in range(2):
+                e.encode_ids(mo_ids[: max(8, len(mo_ids) // 10)], budget,
+                             max_batch=max(batch_size * 4, budget // 32))
+            _sync(e.device)
 
         runs: list[dict[str, Any]] = []
         for i in range(repeats):
@@ -648,6 +665,28 @@ def run_bench(
                 vram_peak_nvml_mb=report.vram_peak_nvml_mb,
             )
             shutil.rmtree(store, ignore_errors=True)
+            if len(devices) > 1:  # the same run on every GPU, fed from the same extraction pool
+                multi = IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
+                                      gpus=str(len(devices)), dtype=resolved_dtype,
+                                      batch_size=batch_size, force=True, store=store)
+                samplers = [GpuSampler(d) for d in devices]
+                for sm in samplers:
+                    sm.__enter__()
+                try:
+                    t = time.perf_counter()
+                    multi_report = Ingest(multi).run()
+                    multi_s = time.perf_counter() - t
+                finally:
+                    for sm in samplers:
+                        sm.__exit__(None, None, None)
+                run.update(multi_gpu_s=round(multi_s, 3),
+                           multi_gpu_tokens_per_s=multi_report.tokens / multi_s,
+                           multi_gpu_books_failed=multi_report.books_failed,
+                           multi_gpu_stages=dict(multi_report.stages_s),
+                           multi_gpu_busy=[sm.summary() for sm in samplers])
+                say(f"repeat {i + 1}/{repeats}: e2e on {len(devices)} GPUs "
+                    f"{run['multi_gpu_tokens_per_s']:,.0f} tok/s")
+                shutil.rmtree(store, ignore_errors=True)
             # baseline: the users' recipe on the same chunks, per book, uncompiled
             _reset_vram(device)
             with embedder.eager(), GpuSampler(device) as sampler:
@@ -696,7 +735,14 @@ def run_bench(
             return {str(n): round(n * mean_tokens_per_book / tps / 3600, 2) if tps else None
                     for n in PROJECT_BOOKS}
 
-        failed = sum(r["books_failed"] for r in runs)
+        failed = sum(r["books_failed"] + r.get("multi_gpu_books_failed", 0) for r in runs)
+        multi_gpu = None
+        if len(devices) > 1:
+            multi_tps = _median([r["multi_gpu_tokens_per_s"] for r in runs])
+            multi_gpu = {"gpus": len(devices), "devices": devices,
+                         "e2e_tokens_per_s": round(multi_tps, 1),
+                         "one_gpu_e2e_tokens_per_s": round(e2e_tps, 1),
+                         "scaling": round(multi_tps / e2e_tps, 3) if e2e_tps else None}
         notes = []
         if failed:
             notes.append(f"{failed} book runs failed in the pipeline; see runs[].books_failed")
@@ -720,6 +766,7 @@ def run_bench(
             "gpu_busy_fraction": round(_median([g["busy_fraction"] for g in gpu]), 3) if gpu else None,
             "vram_peak_mb": max(vram) if vram else None,
             "stages": stages,
+            "multi_gpu": multi_gpu,
             "device": device,
             "machine": _machine(device),
             "model": model_label,
@@ -799,6 +846,8 @@ def render(result: dict[str, Any]) -> str:
         f"  GPU util {num(r['gpu_util'], '.1f')}% (busy {num(r['gpu_busy_fraction'], '.2f')}); "
         f"peak VRAM {num(r['vram_peak_mb'])} MB",
         "  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items()),
+        *([f"  {r['multi_gpu']['gpus']} GPUs end to end {num(r['multi_gpu']['e2e_tokens_per_s'])} tok/s: "
+           f"{num(r['multi_gpu']['scaling'], '.2f')}x one GPU"] if r.get("multi_gpu") else []),
         f"  projection ({proj['mean_tokens_per_book']:,.0f} tokens/book): "
         + ", ".join(f"{int(n):,} books {h} h" for n, h in proj["hours"].items()),
     ]
@@ -814,6 +863,8 @@ def render(result: dict[str, Any]) -> str:
               help="bge-m3, embeddinggemma, minilm, a Hugging Face id or a local folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+@click.option("--gpus", default=None,
+              help="Also run end to end on this many GPUs (N or all) and report the scaling.")
 @click.option("--synthetic-weights", is_flag=True, default=False,
               help="Random weights of the exact bge-m3 / EmbeddingGemma architecture and a tokenizer "
                    "trained on the corpus (for machines without hub access).")
@@ -827,14 +878,14 @@ def render(result: dict[str, Any]) -> str:
               help="Also write the results here as JSON.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep copies, stores and synthetic models here (default: a temporary folder).")
-def bench_command(corpus, model, device, dtype, synthetic_weights, tokens, repeats, batch_size,
-                  json_file, workdir) -> None:
+def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
+                  batch_size, json_file, workdir) -> None:
     """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books."""
     try:
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
         result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
-                           workdir, dtype=dtype, progress=lambda m: click.echo(m, err=True))
+                           workdir, dtype=dtype, gpus=gpus, progress=lambda m: click.echo(m, err=True))
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(UsageError.exit_code)

@@ -57,3 +57,7 @@ def test_bench_mistakes_are_one_sentence(tmp_path):
     proc = run_cli("bench", "--corpus", tmp_path / "c", "--model", "minilm", "--device", "cpu",
                    "--synthetic-weights")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    proc = run_cli("bench", "--corpus", tmp_path / "c", "--model", "minilm", "--device", "cpu",
+                   "--gpus", "2")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "CUDA is not available" in proc.stderr
