@@ -23,6 +23,7 @@ architecture and a tokenizer trained on the corpus (no hub needed); the output s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -669,16 +670,11 @@ def run_bench(
                 multi = IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
                                       gpus=str(len(devices)), dtype=resolved_dtype,
                                       batch_size=batch_size, force=True, store=store)
-                samplers = [GpuSampler(d) for d in devices]
-                for sm in samplers:
-                    sm.__enter__()
-                try:
+                with contextlib.ExitStack() as sampling:
+                    samplers = [sampling.enter_context(GpuSampler(d)) for d in devices]
                     t = time.perf_counter()
                     multi_report = Ingest(multi).run()
                     multi_s = time.perf_counter() - t
-                finally:
-                    for sm in samplers:
-                        sm.__exit__(None, None, None)
                 run.update(multi_gpu_s=round(multi_s, 3),
                            multi_gpu_tokens_per_s=multi_report.tokens / multi_s,
                            multi_gpu_books_failed=multi_report.books_failed,

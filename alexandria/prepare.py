@@ -54,6 +54,7 @@ class PreparedBook:
     def tokens(self) -> int:
         return sum(c.tokens for c in self.chunks)
 
+
 TOKENIZER_THREADS = 4  # per book worker; RAYON_NUM_THREADS overrides it
 
 _state: dict[str, object] = {}
