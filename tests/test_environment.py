@@ -17,11 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from alexandria.bench import copy_epub
+
 from .conftest import EPUBS, ingest_args, need_corpus, run_cli, status_json
 from .test_crash import done_count
 
 EXIT_USAGE, EXIT_IO = 2, 74
 REPO = Path(__file__).resolve().parents[1]
+COPIES = 20  # distinct copies of a small book in the vanishing-library test
 
 
 def one_sentence(proc, code: int) -> str:
@@ -142,6 +145,10 @@ def test_library_vanishes_mid_run(tmp_path):
                 "books/idpf-regime-anticancer-arabic.epub", "books/idpf-childrens-literature.epub",
                 "books/idpf-israelsailing.epub", "books/idpf-mymedia_lite.epub"):
         shutil.copy2(EPUBS / rel, lib / Path(rel).name)
+    # The run reads ahead of the model (books in the workers, groups queued for the device): enough
+    # books that some are still unread when the first one is done.
+    for n in range(COPIES):
+        copy_epub(EPUBS / "books/idpf-wasteland.epub", lib / f"wasteland-{n}.epub", n)
     store = tmp_path / "store"
     proc = subprocess.Popen([sys.executable, "-m", "alexandria",
                              *map(str, ingest_args(store, "--directory", lib, "--workers", "1"))],
@@ -182,4 +189,4 @@ def test_library_vanishes_mid_run(tmp_path):
     gone.rename(lib)
     assert run_cli(*ingest_args(store, "--directory", lib)).returncode == 0
     final = status_json(store)
-    assert final["mismatches"] == 0 and final["totals"]["done"] == 6
+    assert final["mismatches"] == 0 and final["totals"]["done"] == 6 + COPIES
