@@ -112,7 +112,8 @@ class PendingVectors:
         self.n, self.dimension, self.outputs = n, dimension, outputs
 
     def done(self) -> bool:
-        return all(ready is None or ready.query() for _, _, ready in self.outputs[-1:])
+        ready = self.outputs[-1][2] if self.outputs else None  # batches finish in order
+        return ready is None or ready.query()
 
     def result(self) -> np.ndarray:
         result = np.empty((self.n, self.dimension), dtype=np.float32)

@@ -56,29 +56,21 @@ class StoreProcess:
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         """Upserts are not waited for (the parent pickles the next block while the child stores
         this one): their errors come back with the next call that is."""
-        error: BaseException | None = None
         with self._lock:
             if self._died:
                 raise StoreError(self._died)
             if self._closed:
                 raise StoreError(f"the store {self.path} is already closed")
             try:
-                if name in NOT_WAITED:
-                    while self._unanswered >= AHEAD:
-                        failed = self._answer()
-                        error = error or failed
-                    if error is None:
-                        self._conn.send((name, args, kwargs))
+                waited = name not in NOT_WAITED
+                error = self._answers(keep=0 if waited else AHEAD - 1)
+                if error is None:
+                    self._conn.send((name, args, kwargs))
+                    if not waited:
                         self._unanswered += 1
                         return None
-                else:
-                    while self._unanswered:
-                        failed = self._answer()
-                        error = error or failed
-                    if error is None:
-                        self._conn.send((name, args, kwargs))
-                        ok, value = self._conn.recv()
-                        error = None if ok else value
+                    ok, value = self._conn.recv()
+                    error = None if ok else value
             except (EOFError, OSError) as e:
                 self._proc.join(5)
                 code = self._proc.exitcode
@@ -89,10 +81,14 @@ class StoreProcess:
             raise error
         return value
 
-    def _answer(self) -> BaseException | None:
-        ok, value = self._conn.recv()
-        self._unanswered -= 1
-        return None if ok else value
+    def _answers(self, keep: int) -> BaseException | None:
+        """Read upsert answers until at most `keep` are outstanding; the first error, if any."""
+        error = None
+        while self._unanswered > keep:
+            ok, value = self._conn.recv()
+            self._unanswered -= 1
+            error = error or (None if ok else value)
+        return error
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
@@ -112,8 +108,7 @@ class StoreProcess:
             if not self._died:  # a dead child's error was raised already
                 with contextlib.suppress(StoreError, OSError, EOFError):
                     with self._lock:  # a book cut off by a stop: its upserts' answers no longer matter
-                        while self._unanswered:
-                            self._answer()
+                        self._answers(keep=0)
                 self._call("close")
         finally:
             self._closed = True
