@@ -34,12 +34,44 @@ def put_unless_failed(q: queue.Queue, item: Any, failed: Callable[[], BaseExcept
 
 
 @dataclass
-class Group:
-    """Several prepared books embedded in one call, so that small books still fill batches."""
+class Part:
+    """Rows [start, end) of one prepared book.
 
-    books: list[Any]  # PreparedBook, in the order their rows appear in ids
+    A big book goes to the devices in several parts, so its vectors come back (and its points are
+    written) while the rest of it is still on a GPU, and several GPUs share it: a 1.9M-token diary
+    in one piece was the last thing a run waited for, with its 5,000 points written after it.
+    """
+
+    book: Any  # PreparedBook
+    start: int
+    end: int
+    tokens: int
+
+
+@dataclass
+class Group:
+    """Parts of several books embedded in one call, so that small books still fill batches."""
+
+    parts: list[Part]  # in the order their rows appear in ids
     ids: list[np.ndarray]
     tokens: int
+
+
+def parts_of(book: Any, limit: int, align: int) -> list[Part]:
+    """A book of more than `limit` tokens, cut into parts of about `limit` tokens.
+
+    Parts end on a multiple of `align` rows (the upsert batch): a book's points are written in
+    row order and in blocks of `align` from its first row, so whatever a kill leaves of it is a
+    whole number of blocks, which is how `alexandria repair` tells it from a finished book.
+    """
+    chunks = book.chunks
+    total = sum(c.tokens for c in chunks)
+    if total <= limit or len(chunks) <= align:
+        return [Part(book, 0, len(chunks), total)]
+    rows = max(align, limit * len(chunks) // total // align * align)
+    return [Part(book, start, min(start + rows, len(chunks)),
+                 sum(c.tokens for c in chunks[start:start + rows]))
+            for start in range(0, len(chunks), rows)]
 
 
 @dataclass

@@ -23,7 +23,7 @@ from typing import Any, cast
 from . import library
 from .chunk import DEFAULT_MIN_TOKENS, STRATEGIES, ChunkSettings
 from .errors import RunFailure, UsageError
-from .feed import Embedded, Feeder, Group, put_unless_failed
+from .feed import Embedded, Feeder, Group, Part, parts_of, put_unless_failed
 from .library import Book
 from .manifest import Manifest
 from .models import ModelSpec, resolve_model
@@ -380,6 +380,19 @@ def _hash_or_none(book: Book) -> str | None:
         return None
 
 
+@dataclass
+class _Writing:
+    """A book whose parts are coming back from the devices."""
+
+    planned: Planned
+    prepared: PreparedBook
+    base: dict[str, Any]  # the payload its points share: one ingested_at for all its parts
+    fields: dict[str, Any]  # its manifest row
+    next_row: int = 0  # rows before this one are queued for the writer
+    embed_s: float = 0.0  # its share of the device time of the groups it was in
+    waiting: dict[int, tuple[Part, Any]] = field(default_factory=dict)  # back early, by first row
+
+
 # -- the writer thread ---------------------------------------------------------------------------
 
 
@@ -504,6 +517,7 @@ class Ingest:
         self._started = 0.0
         self._first_group: float | None = None  # the start-up and the tail of the run are stages too
         self._last_vectors: float | None = None
+        self._writing: dict[str, _Writing] = {}  # books with parts back, not yet finished
 
     # The writer calls this from its thread.
     def _on_result(self, result: BookResult) -> None:
@@ -724,17 +738,22 @@ class Ingest:
         if good and self.opts.chunker == "semantic" and not self._semantic(good, embedder):
             log.info("abandoned %d book(s) mid-embedding; the next run does them", len(good))
             return
-        # Several small books share one encode call so the model sees full batches.
-        group: list[PreparedBook] = []
+        # Several small books share one encode call so the model sees full batches; a big book
+        # is cut into parts of about one group each.
+        limit = self._token_budget() * GROUP_BUDGETS
+        group: list[Part] = []
+        tokens = 0
         for prepared in good:
-            if self.stop:
-                return
-            group.append(prepared)
-            if sum(g.tokens for g in group) >= self._token_budget() * GROUP_BUDGETS:
-                self._embed_group(group)
-                group = []
+            for part in parts_of(prepared, limit, UPSERT_BATCH):
+                if self.stop:
+                    return
+                if group and tokens + part.tokens > limit:
+                    self._embed_group(group, tokens)
+                    group, tokens = [], 0
+                group.append(part)
+                tokens += part.tokens
         if group and not self.stop:
-            self._embed_group(group)
+            self._embed_group(group, tokens)
 
     def _token_budget(self) -> int:
         return default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")
@@ -777,14 +796,14 @@ class Ingest:
         for feeder in self._feeders:
             feeder.start()
 
-    def _embed_group(self, group: list[PreparedBook]) -> None:
+    def _embed_group(self, parts: list[Part], tokens: int) -> None:
         """Hand a group to the device with the least work queued; waits only while all are full."""
         feeder = min(self._feeders, key=lambda f: f.queued_tokens)
-        ids = [x for prepared in group for x in prepared.token_ids]
+        ids = [x for part in parts for x in part.book.token_ids[part.start:part.end]]
         started = time.perf_counter()
         if self._first_group is None:
             self._first_group = started
-        feeder.put(Group(list(group), ids, sum(p.tokens for p in group)))
+        feeder.put(Group(parts, ids, tokens))
         self.stage["device_wait"] += time.perf_counter() - started
 
     def _write_embedded(self, writer, vram, by_key, fingerprint, run_id) -> None:
@@ -799,7 +818,7 @@ class Ingest:
                 raise embedded.error
             if embedded.vectors is None:  # stopped: nothing of it was written, the next run does it
                 log.info("abandoned %d book(s) mid-embedding; the next run does them",
-                         len(embedded.group.books))
+                         len({id(part.book) for part in embedded.group.parts}))
                 continue
             started = time.perf_counter()
             self._write_group(embedded, writer, vram, by_key, fingerprint, run_id)
@@ -807,60 +826,84 @@ class Ingest:
         self.stage["embed"] = self._semantic_s + sum(f.busy_s for f in self._feeders)
 
     def _write_group(self, embedded: Embedded, writer, vram, by_key, fingerprint, run_id) -> None:
-        group, vectors, embed_s = embedded.group.books, embedded.vectors, embedded.seconds
+        """Queue the points of each part; a book's parts are written in row order (see parts_of),
+        and the book is finished once its last row is written."""
+        vectors = embedded.vectors
         assert vectors is not None
         vram.sample()
-        total_tokens = sum(p.tokens for p in group) or 1
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        total_tokens = embedded.group.tokens or 1
         row = 0
-        for prepared in group:
-            p: Planned = by_key[prepared.book_key]
-            b = p.book
-            if b.calibre_id is None:  # a plain file: the EPUB's own metadata is all there is
-                b.title = prepared.title or b.title
-                b.authors = prepared.authors or b.authors
-                b.languages = [prepared.language] if prepared.language else b.languages
-            fields = self._row_fields(p, fingerprint, run_id)
-            fields["content_hash"] = prepared.content_hash
-            fields["meta_hash"] = b.metadata_hash()
-            writer.submit("begin", b, fields)
-            base = b.metadata()
-            base.update(model=self.spec.name, ingested_at=now)
-            hierarchical = self.opts.chunker == "hierarchical"
-            fields_of: list[dict[str, Any]] = []
-            for chunk in prepared.chunks:
-                parent = chunk.kind == "parent"
-                own = {"text": chunk.text, "chapter": chunk.chapter,
-                       "chapter_index": chunk.chapter_index,
-                       "chunk_index": None if parent else chunk.index,
-                       "char_start": chunk.char_start, "char_end": chunk.char_end,
-                       "tokens": chunk.tokens, "kind": chunk.kind}
-                if hierarchical and not parent:
-                    own["parent_id"] = parent_point_id(b.key, chunk.chapter_index)
-                if prepared.pages:  # PDF: the pages this chunk's text is on
-                    span = page_range(prepared.pages, chunk.chapter_index, chunk.char_start,
-                                      chunk.char_end)
-                    if span:
-                        own.update(page_start=span[0], page_end=span[1])
-                fields_of.append(own)
-            n = len(fields_of)
-            for start in range(0, n, UPSERT_BATCH):
-                end = min(n, start + UPSERT_BATCH)
-                block = PointBlock(base, fields_of[start:end], vectors[row + start:row + end])
-                writer.submit("points", block)
+        for part in embedded.group.parts:
+            prepared: PreparedBook = part.book
+            n = part.end - part.start
+            book = self._writing.get(prepared.book_key)
+            if book is None:
+                book = self._writing[prepared.book_key] = self._begin_book(
+                    prepared, writer, by_key, fingerprint, run_id)
+            book.embed_s += embedded.seconds * part.tokens / total_tokens
+            book.waiting[part.start] = (part, vectors[row:row + n])
             row += n
-            share = embed_s * prepared.tokens / total_tokens
-            seconds = prepared.seconds + share
-            result = BookResult(b.key, b.title, _str(b.path), "done", None,
-                                len(prepared.chunks), prepared.tokens, seconds)
-            fields.update(
-                chunks=len(prepared.chunks), tokens=prepared.tokens, seconds=seconds,
-                chunks_per_min=60 * len(prepared.chunks) / seconds if seconds else None,
-                tokens_per_s=prepared.tokens / seconds if seconds else None,
-                vram_peak_mb=vram.peak_mb, reason=None,
-                warnings=_warn(prepared.warnings, ""),
-            )
-            writer.submit("finish", b, result, fields, list(p.replaces))
+            while book.next_row in book.waiting:
+                part, rows = book.waiting.pop(book.next_row)
+                self._write_part(book, part, rows, writer)
+                book.next_row = part.end
+            if book.next_row == len(prepared.chunks):
+                del self._writing[prepared.book_key]
+                self._finish_book(book, writer, vram)
+
+    def _begin_book(self, prepared: PreparedBook, writer, by_key, fingerprint, run_id) -> _Writing:
+        p: Planned = by_key[prepared.book_key]
+        b = p.book
+        if b.calibre_id is None:  # a plain file: the EPUB's own metadata is all there is
+            b.title = prepared.title or b.title
+            b.authors = prepared.authors or b.authors
+            b.languages = [prepared.language] if prepared.language else b.languages
+        fields = self._row_fields(p, fingerprint, run_id)
+        fields["content_hash"] = prepared.content_hash
+        fields["meta_hash"] = b.metadata_hash()
+        writer.submit("begin", b, fields)
+        base = b.metadata()
+        base.update(model=self.spec.name,
+                    ingested_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        return _Writing(p, prepared, base, fields)
+
+    def _write_part(self, book: _Writing, part: Part, vectors, writer) -> None:
+        prepared, key = book.prepared, book.planned.book.key
+        hierarchical = self.opts.chunker == "hierarchical"
+        fields_of: list[dict[str, Any]] = []
+        for chunk in prepared.chunks[part.start:part.end]:
+            parent = chunk.kind == "parent"
+            own = {"text": chunk.text, "chapter": chunk.chapter,
+                   "chapter_index": chunk.chapter_index,
+                   "chunk_index": None if parent else chunk.index,
+                   "char_start": chunk.char_start, "char_end": chunk.char_end,
+                   "tokens": chunk.tokens, "kind": chunk.kind}
+            if hierarchical and not parent:
+                own["parent_id"] = parent_point_id(key, chunk.chapter_index)
+            if prepared.pages:  # PDF: the pages this chunk's text is on
+                span = page_range(prepared.pages, chunk.chapter_index, chunk.char_start,
+                                  chunk.char_end)
+                if span:
+                    own.update(page_start=span[0], page_end=span[1])
+            fields_of.append(own)
+        for start in range(0, len(fields_of), UPSERT_BATCH):
+            end = start + UPSERT_BATCH
+            writer.submit("points", PointBlock(book.base, fields_of[start:end], vectors[start:end]))
+
+    def _finish_book(self, book: _Writing, writer, vram) -> None:
+        p, prepared, fields = book.planned, book.prepared, book.fields
+        b = p.book
+        seconds = prepared.seconds + book.embed_s
+        result = BookResult(b.key, b.title, _str(b.path), "done", None,
+                            len(prepared.chunks), prepared.tokens, seconds)
+        fields.update(
+            chunks=len(prepared.chunks), tokens=prepared.tokens, seconds=seconds,
+            chunks_per_min=60 * len(prepared.chunks) / seconds if seconds else None,
+            tokens_per_s=prepared.tokens / seconds if seconds else None,
+            vram_peak_mb=vram.peak_mb, reason=None,
+            warnings=_warn(prepared.warnings, ""),
+        )
+        writer.submit("finish", b, result, fields, list(p.replaces))
 
     def _finish_report(self, started: float, vram: VramMeter) -> None:
         r = self.report

@@ -7,6 +7,7 @@ import pytest
 from alexandria.embed import resolve_devices
 from alexandria.errors import UsageError
 from alexandria.pipeline import IngestOptions, ingest
+from alexandria.store import EdgeStore
 
 from .conftest import status_json
 
@@ -23,9 +24,11 @@ def test_device_lists_and_gpus():
             resolve_devices("cuda:0,cuda:1")
 
 
-def test_groups_alternate_between_devices_and_nothing_is_lost(small_library, tmp_path):
+def test_groups_alternate_between_devices_and_nothing_is_lost(small_library, tmp_path, monkeypatch):
     store = tmp_path / "store"
-    # a small budget makes several groups, so both device slots get work and queue it
+    # a small budget makes several groups, so both device slots get work and queue it; small
+    # upsert batches let the bigger books be cut into parts that the two devices share
+    monkeypatch.setattr("alexandria.pipeline.UPSERT_BATCH", 8)
     opts = IngestOptions(directory=small_library, model="minilm", device="cpu,cpu", store=store,
                          token_budget=1024, workers=1)
     report = ingest(opts)
@@ -34,3 +37,12 @@ def test_groups_alternate_between_devices_and_nothing_is_lost(small_library, tmp
     status = status_json(store)
     assert status["mismatches"] == 0
     assert sum(b["store_points"] for b in status["books"]) == report.chunks
+    # a book over one group's tokens (4 budgets) and over one 8-row batch went in several parts
+    assert any(b["tokens"] > 4 * 1024 and b["chunks"] > 8 for b in status["books"])
+    store_ = EdgeStore(store, report.collection, None)
+    try:
+        for b in status["books"]:
+            indexes = sorted(p["chunk_index"] for _, p in store_.payloads(b["book_key"]))
+            assert indexes == list(range(b["chunks"]))
+    finally:
+        store_.close()

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from alexandria.feed import Feeder, Group
+from alexandria.chunk import Chunk
+from alexandria.feed import Embedded, Feeder, Group, parts_of
 from alexandria.library import Book
 from alexandria.orphan import child_context
-from alexandria.pipeline import Planned, start_order
+from alexandria.pipeline import Ingest, IngestOptions, Planned, VramMeter, start_order
+from alexandria.prepare import PreparedBook
 
 from .conftest import minilm_ids
 
@@ -47,12 +49,12 @@ def test_two_device_threads_give_every_group_its_own_rows_in_order(embedder, ids
     while not done.empty():
         e = done.get()
         assert e.error is None
-        back[e.group.books[0]] = e.vectors
-    assert sorted(back) == sorted(g.books[0] for g in groups)
+        back[e.group.parts[0]] = e.vectors
+    assert sorted(back) == sorted(g.parts[0] for g in groups)
     start = 0
     for g in groups:
         rows = reference[start:start + len(g.ids)]
-        assert np.min(np.sum(back[g.books[0]] * rows, axis=1)) > 0.9999
+        assert np.min(np.sum(back[g.parts[0]] * rows, axis=1)) > 0.9999
         start += len(g.ids)
     assert all(f.queued_tokens == 0 for f in feeders)
     assert sum(f.busy_s for f in feeders) > 0
@@ -97,3 +99,57 @@ def test_start_order_puts_a_small_book_first_and_the_largest_early():
 
 def test_children_start_from_a_fork_server_on_linux():
     assert child_context().get_start_method() == "forkserver"
+
+
+def _book(key: str, tokens: list[int]) -> PreparedBook:
+    chunks = [Chunk(i, "Chapter", 0, 0, 1, n, f"text {i}") for i, n in enumerate(tokens)]
+    return PreparedBook(key, chunks, token_ids=[np.zeros(n, np.int32) for n in tokens])
+
+
+def test_a_big_book_is_cut_into_parts_on_whole_upsert_batches():
+    book = _book("big", [100] * 1000 + [7])  # 100,007 tokens
+    parts = parts_of(book, limit=30_000, align=64)
+    # 30,000 tokens of 100-token rows: 300 rows, 256 on the 64-row grid; only the book's end is ragged
+    assert [(p.start, p.end, p.tokens) for p in parts] == [
+        (0, 256, 25_600), (256, 512, 25_600), (512, 768, 25_600), (768, 1001, 23_207)]
+    small = _book("small", [100] * 10)
+    assert [(p.start, p.end, p.tokens) for p in parts_of(small, 30_000, 64)] == [(0, 10, 1000)]
+    # never a part smaller than one upsert batch, even where one batch is over the limit
+    assert [(p.start, p.end) for p in parts_of(book, 50, 512)] == [(0, 512), (512, 1001)]
+
+
+class _Recorder:
+    """Stands in for the writer thread's queue: what the main thread hands it, in order."""
+
+    def __init__(self) -> None:
+        self.ops: list[tuple] = []
+
+    def submit(self, *op) -> None:
+        self.ops.append(op)
+
+
+def test_a_books_parts_are_written_in_row_order_whatever_order_they_come_back(tmp_path):
+    """Two GPUs can return part 2 before part 1: its points wait, so a kill leaves whole batches
+    from the book's first row (what repair relies on), and the book finishes after its last."""
+    book = _book("k", [10] * 12)
+    parts = parts_of(book, limit=40, align=4)
+    assert [(p.start, p.end) for p in parts] == [(0, 4), (4, 8), (8, 12)]
+    run = Ingest(IngestOptions(model="minilm", store=tmp_path / "store"))
+    planned = Planned(Book(key="k", title="K", path=tmp_path / "k.epub"), "ingest")
+    writer, vram = _Recorder(), VramMeter("cpu")
+    vectors = {p.start: np.full((p.end - p.start, 3), p.start, np.float32) for p in parts}
+
+    def back(*which):
+        group = Group([parts[i] for i in which], [], sum(parts[i].tokens for i in which))
+        rows = np.concatenate([vectors[parts[i].start] for i in which])
+        run._write_group(Embedded(group, rows, 1.0), writer, vram, {"k": planned}, "fp", 1)
+
+    back(2)
+    assert [op[0] for op in writer.ops] == ["begin"]  # part 3 waits for parts 1 and 2
+    back(1, 0)  # one group with parts 2 and 1, in that order
+    assert [op[0] for op in writer.ops] == ["begin", "points", "points", "points", "finish"]
+    blocks = [op[1] for op in writer.ops if op[0] == "points"]
+    assert [f["chunk_index"] for b in blocks for f in b.fields] == list(range(12))
+    assert all(b.vectors[0, 0] == b.fields[0]["chunk_index"] // 4 * 4 for b in blocks)
+    assert writer.ops[-1][0] == "finish" and writer.ops[-1][2].chunks == 12
+    assert len({b.base["ingested_at"] for b in blocks}) == 1 and not run._writing
