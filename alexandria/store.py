@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import UsageError
 
 log = logging.getLogger("alexandria")
@@ -26,12 +29,24 @@ POINT_NAMESPACE = uuid.UUID("6f1c3a9e-2b7d-4e55-9a1f-0c8d5e4b7a21")
 
 def point_id(book_key: str, chunk_index: int) -> str:
     """Deterministic: re-ingesting a book overwrites its points instead of adding copies."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{book_key}#{chunk_index}"))
+    return _uuid5(f"{book_key}#{chunk_index}")
 
 
 def parent_point_id(book_key: str, chapter_index: int) -> str:
     """A hierarchical chapter point: deterministic, and never equal to any chunk's id."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{book_key}#parent#{chapter_index}"))
+    return _uuid5(f"{book_key}#parent#{chapter_index}")
+
+
+def _uuid5(name: str) -> str:
+    """str(uuid.uuid5(POINT_NAMESPACE, name)) in half the time (the store makes one per point)."""
+    digest = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_NAMESPACE_BYTES = POINT_NAMESPACE.bytes
 
 
 @dataclass
@@ -54,13 +69,14 @@ class PointBlock:
     fields: list[dict[str, Any]]  # each point's own payload keys: "kind", "chunk_index", ...
     vectors: Any  # float32 array, one row per point
 
-    def points(self) -> list[PointData]:
+    def ids(self) -> list[str]:
         key = self.base["book_key"]
-        return [
-            PointData(parent_point_id(key, f["chapter_index"]) if f.get("kind") == "parent"
-                      else point_id(key, f["chunk_index"]), row, {**self.base, **f})
-            for f, row in zip(self.fields, self.vectors.tolist(), strict=True)
-        ]
+        return [parent_point_id(key, f["chapter_index"]) if f.get("kind") == "parent"
+                else point_id(key, f["chunk_index"]) for f in self.fields]
+
+    def points(self) -> list[PointData]:
+        return [PointData(i, row, {**self.base, **f})
+                for i, f, row in zip(self.ids(), self.fields, self.vectors.tolist(), strict=True)]
 
 
 @dataclass
@@ -206,11 +222,11 @@ class EdgeStore(VectorStore):
             return f"the disk holding {self.path} is full (No space left on device); free some space"
         return f"{doing} {self.path} failed ({text})"
 
-    def _check_space(self, points: list[PointData]) -> None:
+    def _check_space(self, size: int) -> None:
         """Qdrant Edge writes through memory maps: a full disk is a SIGBUS, not an error, so stop
-        with a sentence while there is still room (the reserve covers a new 32 MB WAL segment)."""
-        want = min_free_bytes() + 3 * sum(4 * len(p.vector) + len(json.dumps(p.payload))
-                                          for p in points)
+        with a sentence while there is still room for three times what is written (the reserve
+        covers a new 32 MB WAL segment)."""
+        want = min_free_bytes() + 3 * size
         try:
             free = shutil.disk_usage(self.path).free
         except OSError:
@@ -222,12 +238,26 @@ class EdgeStore(VectorStore):
 
     def upsert(self, points: list[PointData]) -> None:
         qe = self.qe
-        self._check_space(points)
+        self._check_space(sum(4 * len(p.vector) + len(json.dumps(p.payload)) for p in points))
         self._do(
             qe.UpdateOperation.upsert_points(
                 [qe.Point(p.id, p.vector, p.payload) for p in points]
             )
         )
+
+    def upsert_block(self, block: PointBlock) -> None:
+        """upsert() without a Python float per vector element: Edge reads each row through the
+        buffer protocol (~35 us for 1024 dimensions, against ~70 us for tolist() and the list),
+        and the size check counts the shared payload once (json.dumps per point took ~11 us)."""
+        qe = self.qe
+        vectors = np.ascontiguousarray(block.vectors, dtype=np.float32)
+        text = sum(len(f.get("text") or "") for f in block.fields)
+        per_point = len(json.dumps(block.base)) + 512  # the chunk's own keys, besides its text
+        self._check_space(vectors.nbytes + 4 * text + len(block.fields) * per_point)
+        base = block.base
+        self._do(qe.UpdateOperation.upsert_points([
+            qe.Point(i, memoryview(row), {**base, **f})
+            for i, f, row in zip(block.ids(), block.fields, vectors, strict=True)]))
 
     def delete_book(self, book_key: str) -> None:
         self._do(self.qe.UpdateOperation.delete_points_by_filter(self._book_filter(book_key)))

@@ -116,3 +116,33 @@ def test_a_point_block_stores_the_same_points_as_point_by_point(tmp_path):
                                     "kind": "chunk", "text": "t2"}
     finally:
         store.close()
+
+
+def test_a_block_and_its_points_store_the_same_vectors_and_ids(tmp_path):
+    """The block path hands Edge numpy rows (buffer protocol), the point path Python lists."""
+    import uuid
+
+    import numpy as np
+
+    from alexandria.store import POINT_NAMESPACE, EdgeStore, PointBlock, parent_point_id
+
+    key = "calibre:7:Übersetzung/日記"
+    fields = [{"chunk_index": i, "chapter_index": 0, "kind": "chunk", "text": "ß" * i}
+              for i in range(5)] + [{"chunk_index": None, "chapter_index": 0, "kind": "parent"}]
+    vectors = np.random.default_rng(1).standard_normal((6, 16)).astype(np.float32)
+    block = PointBlock({"book_key": key}, fields, vectors[:, :])
+    assert block.ids() == [str(uuid.uuid5(POINT_NAMESPACE, f"{key}#{i}")) for i in range(5)] + [
+        str(uuid.uuid5(POINT_NAMESPACE, f"{key}#parent#0"))]
+    assert parent_point_id(key, 0) == block.ids()[-1]
+    stored = {}
+    for name, write in (("block", lambda s: s.upsert_block(block)),
+                        ("points", lambda s: s.upsert(block.points()))):
+        store = EdgeStore(tmp_path / name, "c", 16)
+        try:
+            write(store)
+            store.flush()
+            pages = [p for page in store.iter_points(with_vectors=True) for p in page]
+            stored[name] = {p.id: (p.vector, p.payload) for p in pages}
+        finally:
+            store.close()
+    assert stored["block"] == stored["points"] and len(stored["block"]) == 6
