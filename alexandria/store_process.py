@@ -18,6 +18,7 @@ import contextlib
 import pickle
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
         _reply(conn, False, e)
         return
     pages: Iterator[Any] = iter(())
+    spent: dict[str, float] = {}  # seconds in the engine per kind of call: what the run report shows
     try:
         while True:
             try:
@@ -139,9 +141,12 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
                 _reply(conn, True, None)
                 return
             ok = True
+            started = time.perf_counter()
             try:
                 if name == "opened":
                     value = None
+                elif name == "seconds":
+                    value = dict(spent)
                 elif name == "iter_start":
                     pages, value = store.iter_points(*args, **kwargs), None
                 elif name == "iter_next":
@@ -150,6 +155,9 @@ def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
                     value = getattr(store, name)(*args, **kwargs)
             except BaseException as e:
                 ok, value = False, e
+            kind = name if name in ("flush", "delete_book") else (
+                "upsert" if name.startswith("upsert") else "other")
+            spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - started
             if not _reply(conn, ok, value):
                 return
     finally:
