@@ -98,6 +98,7 @@ def budget_for_vram(max_bytes: int, base_bytes: int, probe_bytes: int, probe_tok
 # Batches a device may have queued ahead of the one that runs: enough to cover the Python time of
 # the next launch, few enough that a launch never blocks inside CUDA (holding the GIL) on a full
 # queue.
+MIN_FILL = 0.8  # a batch's rows are at least this share of its width (see submit_ids)
 AHEAD = 2
 
 
@@ -224,6 +225,11 @@ class Embedder:
             longest = int(lengths[order[pos]])
             width = min(-(-longest // round_to) * round_to, max(longest, self.max_seq_length))
             count = max(1, min(max_batch, token_budget // max(width, 1), n - pos))
+            # The short rows at the end of a group would be padded to the first row's width (the
+            # end-to-end padding efficiency was 0.86, against 0.94 for one sort over the corpus):
+            # a batch ends at a row under MIN_FILL of its width, once it holds 1/8 of the budget.
+            full = int(np.count_nonzero(lengths[order[pos:pos + count]] >= MIN_FILL * width))
+            count = max(1, full, min(count, -(-token_budget // (8 * width))))
             rows = order[pos:pos + count]
             # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
             # EmbeddingGemma), so it goes with a copy of itself.

@@ -45,6 +45,25 @@ def test_budget_bounds_every_batch(embedder, ids):
     assert len(seen) > 3
 
 
+def test_a_batch_ends_before_rows_much_shorter_than_its_first(embedder):
+    """The short rows at the end of a group get a batch of their own, not the long rows' width."""
+    texts = ["Call me Ishmael. " * 40 + f"Line {i}." for i in range(8)] + [
+        f"Whale {i}." for i in range(40)]
+    ids = minilm_ids(embedder, texts)
+    seen: list[int] = []
+    before = (embedder.real_tokens, embedder.padded_tokens)
+    embedder.fault_hook = seen.append
+    try:
+        vectors = embedder.encode_ids(ids, token_budget=8000)
+    finally:
+        embedder.fault_hook = None
+    assert len(seen) == 2  # 8 long rows, then 40 short ones (one batch of all 38 would fit)
+    real, padded = embedder.real_tokens - before[0], embedder.padded_tokens - before[1]
+    assert real / padded > 0.9
+    reference = embedder.encode_documents(texts, batch_size=16)
+    assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
+
+
 def test_out_of_memory_halves_the_batch_and_retries(embedder, ids):
     """No GPU in CI: the hook raises the real torch OOM error for batches above a size."""
     reference = embedder.encode_ids(ids, token_budget=4096)
