@@ -26,8 +26,10 @@ from typing import Any
 from .orphan import child_context, exit_with_parent
 from .store import EdgeStore, StoreError
 
-NOT_WAITED = frozenset({"upsert", "upsert_block"})
-AHEAD = 4  # upserts the child may have queued before the parent waits for their answers
+# Calls whose answers are read later: each is followed by a flush that is waited for (the child
+# answers in order), so their errors still stop the book before the manifest says done.
+NOT_WAITED = frozenset({"upsert", "upsert_block", "delete_book"})
+AHEAD = 4  # writes the child may have queued before the parent waits for their answers
 
 
 class StoreProcess:
@@ -43,7 +45,7 @@ class StoreProcess:
         self._lock = threading.Lock()
         self._closed = False
         self._died: str | None = None
-        self._unanswered = 0  # upserts sent, their answers not yet read
+        self._unanswered = 0  # writes sent, their answers not yet read
         self.collection = collection
         self.path = Path(root).expanduser() / collection
         try:
