@@ -1,10 +1,12 @@
 """Where the threads of an alexandria command spend their time: a stack sampler in the process.
 
-    python scripts/sample_stacks.py [--interval 0.005] [--top 15] -- bench --corpus ... --device cuda
+    python scripts/sample_stacks.py [--interval 0.005] [--top 15] [--out FILE] -- bench --corpus ...
 
 Runs the CLI with the given arguments in this process while a thread samples every other thread's
 stack (sys._current_frames) and counts, per thread, the innermost frame and the innermost frame in
-alexandria. Works where py-spy cannot attach (containers without ptrace); only this process's
+alexandria, and the chain of alexandria frames above it (which caller a wait belongs to). With --out
+the report is also written to FILE every 30 s and at the end, so a run cut off still leaves one.
+Works where py-spy cannot attach (containers without ptrace); only this process's
 threads are seen, not the worker or store processes.
 """
 
@@ -21,11 +23,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--interval", type=float, default=0.005)
     parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--out", default=None)
     parser.add_argument("args", nargs=argparse.REMAINDER)
     ns = parser.parse_args()
     args = ns.args[1:] if ns.args[:1] == ["--"] else ns.args
     leaf: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     ours: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    chain: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     samples: collections.Counter = collections.Counter()
     stop = threading.Event()
 
@@ -46,7 +50,34 @@ def main() -> None:
                 if f is not None:
                     where = f.f_code.co_filename.rsplit("/", 1)[-1]
                     ours[name][f"{where}:{f.f_code.co_name}:{f.f_lineno}"] += 1
+                    calls = []
+                    while f is not None and len(calls) < 4:
+                        if "alexandria" in f.f_code.co_filename:
+                            calls.append(f"{f.f_code.co_name}:{f.f_lineno}")
+                        f = f.f_back
+                    chain[name][" < ".join(calls)] += 1
+            if ns.out and time.monotonic() >= next_dump:
+                dump()
             time.sleep(ns.interval)
+
+    def report() -> str:
+        lines = []
+        for name, n in samples.most_common():
+            if n < 20:
+                continue
+            lines.append(f"\n== {name}: {n} samples ({n * ns.interval:.1f}s)")
+            for what, counts in (("leaf", leaf), ("ours", ours), ("chain", chain)):
+                for label, c in counts[name].most_common(ns.top):
+                    lines.append(f"  {what:5} {100 * c / n:5.1f}%  {label}")
+        return "\n".join(lines)
+
+    def dump() -> None:
+        nonlocal next_dump
+        next_dump = time.monotonic() + 30
+        with open(ns.out, "w") as f:
+            f.write(report() + "\n")
+
+    next_dump = time.monotonic() + 30
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -59,14 +90,9 @@ def main() -> None:
     finally:
         stop.set()
         sampler.join()
-        for name, n in samples.most_common():
-            if n < 20:
-                continue
-            print(f"\n== {name}: {n} samples ({n * ns.interval:.1f}s)", file=sys.stderr)
-            for label, c in leaf[name].most_common(ns.top):
-                print(f"  leaf {100 * c / n:5.1f}%  {label}", file=sys.stderr)
-            for label, c in ours[name].most_common(ns.top):
-                print(f"  ours {100 * c / n:5.1f}%  {label}", file=sys.stderr)
+        print(report(), file=sys.stderr)
+        if ns.out:
+            dump()
 
 
 if __name__ == "__main__":
