@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -95,11 +96,13 @@ def budget_for_vram(max_bytes: int, base_bytes: int, probe_bytes: int, probe_tok
     return max(0, int((max_bytes * headroom - base_bytes) / per_token))
 
 
-# Batches a device may have queued ahead of the one that runs: enough to cover the Python time of
-# the next launch, few enough that a launch never blocks inside CUDA (holding the GIL) on a full
-# queue.
 MIN_FILL = 0.8  # a batch's rows are at least this share of its width (see submit_ids)
-AHEAD = 2
+# Batches a device may have queued when the next one is launched: enough to cover the Python time
+# of that launch, few enough that it never blocks inside CUDA on a full launch queue (~1,000
+# kernels; one bge-m3 forward is a few hundred), which holds the GIL and starves every other
+# thread of the process: sampled on an H200 with 2, the device threads spent two thirds of their
+# time inside torch ops while the writer sat in a pipe send and the main thread in full queues.
+AHEAD = 1
 
 
 class PendingVectors:
@@ -140,6 +143,7 @@ class Embedder:
     budget_cap: int | None = None
     compiled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _queued: collections.deque = field(default_factory=collections.deque)  # events of batches on the device
 
     @property
     def dimension(self) -> int:
@@ -242,6 +246,9 @@ class Embedder:
                 mask[r, :length] = 1
             if height > count:
                 batch[1:], mask[1:] = batch[0], mask[0]
+            if cuda:  # counted per device, across calls: the next group's first batches too
+                while len(self._queued) > AHEAD:
+                    self._queued.popleft().synchronize()  # waits with the GIL released
             try:
                 if self.fault_hook is not None:
                     self.fault_hook(count * width)
@@ -262,8 +269,7 @@ class Embedder:
                 ready = torch.cuda.Event()
                 ready.record(torch.cuda.current_stream(self.device))
                 outputs.append((rows, host, ready))
-                if len(outputs) > AHEAD:  # wait (GIL released) rather than overfill the queue
-                    outputs[-AHEAD - 1][2].synchronize()
+                self._queued.append(ready)
             else:
                 outputs.append((rows, vectors, None))
             self.real_tokens += int(lengths[rows].sum())
