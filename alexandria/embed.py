@@ -248,7 +248,8 @@ class Embedder:
                 batch[1:], mask[1:] = batch[0], mask[0]
             if cuda:  # counted per device, across calls: the next group's first batches too
                 while len(self._queued) > AHEAD:
-                    self._queued.popleft().synchronize()  # waits with the GIL released
+                    with contextlib.suppress(IndexError):  # another thread of this device took it
+                        self._queued.popleft().synchronize()  # waits with the GIL released
             try:
                 if self.fault_hook is not None:
                     self.fault_hook(count * width)
