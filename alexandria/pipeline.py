@@ -411,9 +411,12 @@ class Writer(threading.Thread):
         self.queue: queue.Queue = queue.Queue(maxsize=32)
         self.error: BaseException | None = None
         self.seconds = 0.0
+        self.waited_s = 0.0
 
     def submit(self, *op: Any) -> None:
+        started = time.perf_counter()
         put_unless_failed(self.queue, op, lambda: self.error)
+        self.waited_s += time.perf_counter() - started  # the queue was full: the writer is behind
 
     def close(self) -> None:
         self.submit("stop")
@@ -600,6 +603,7 @@ class Ingest:
                 if writer.is_alive():
                     writer.close()
                 self.stage["write"] = writer.seconds
+                self.stage["write_wait"] = writer.waited_s
             if writer.error is not None:  # it died after the last submit: still the run's failure
                 raise writer.error
             if isinstance(store, StoreProcess):  # where the store's own time went, to find its bound
