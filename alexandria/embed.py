@@ -96,7 +96,8 @@ def budget_for_vram(max_bytes: int, base_bytes: int, probe_bytes: int, probe_tok
     return max(0, int((max_bytes * headroom - base_bytes) / per_token))
 
 
-MIN_FILL = 0.8  # a batch's rows are at least this share of its width (see submit_ids)
+MIN_FILL = 0.8  # a batch's rows are at least this share of its width (see submit_ids)...
+MIN_SHARE = 8  # ...once the batch holds 1/MIN_SHARE of the token budget
 # Batches a device may have queued when the next one is launched: enough to cover the Python time
 # of that launch, few enough that it never blocks inside CUDA on a full launch queue (~1,000
 # kernels; one bge-m3 forward is a few hundred), which holds the GIL and starves every other
@@ -231,9 +232,10 @@ class Embedder:
             count = max(1, min(max_batch, token_budget // max(width, 1), n - pos))
             # The short rows at the end of a group would be padded to the first row's width (the
             # end-to-end padding efficiency was 0.86, against 0.94 for one sort over the corpus):
-            # a batch ends at a row under MIN_FILL of its width, once it holds 1/8 of the budget.
+            # a batch ends at a row under MIN_FILL of its width, once it holds 1/MIN_SHARE of the
+            # budget.
             full = int(np.count_nonzero(lengths[order[pos:pos + count]] >= MIN_FILL * width))
-            count = max(1, full, min(count, -(-token_budget // (8 * width))))
+            count = max(1, full, min(count, -(-token_budget // (MIN_SHARE * width))))
             rows = order[pos:pos + count]
             # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
             # EmbeddingGemma), so it goes with a copy of itself.

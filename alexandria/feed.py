@@ -64,8 +64,7 @@ def parts_of(book: Any, limit: int, align: int) -> list[Part]:
     row order and in blocks of `align` from its first row, so whatever a kill leaves of it is a
     whole number of blocks, which is how `alexandria repair` tells it from a finished book.
     """
-    chunks = book.chunks
-    total = sum(c.tokens for c in chunks)
+    chunks, total = book.chunks, book.tokens
     if total <= limit or len(chunks) <= align:
         return [Part(book, 0, len(chunks), total)]
     rows = max(align, limit * len(chunks) // total // align * align)

@@ -848,10 +848,10 @@ class Ingest:
             book.embed_s += embedded.seconds * part.tokens / total_tokens
             book.waiting[part.start] = (part, vectors[row:row + n])
             row += n
-            while book.next_row in book.waiting:
-                part, rows = book.waiting.pop(book.next_row)
-                self._write_part(book, part, rows, writer)
-                book.next_row = part.end
+            while book.next_row in book.waiting:  # this part, and any that came back before it
+                ready, rows = book.waiting.pop(book.next_row)
+                self._write_part(book, ready, rows, writer)
+                book.next_row = ready.end
             if book.next_row == len(prepared.chunks):
                 del self._writing[prepared.book_key]
                 self._finish_book(book, writer, vram)
