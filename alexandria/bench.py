@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -668,7 +668,7 @@ def run_bench(
             _sync(device)
             _reset_vram(device)
             real0, padded0 = embedder.real_tokens, embedder.padded_tokens  # the run's own embedder
-            with GpuSampler(device) as sampler:
+            with GpuSampler(device) as sampler, _timelines([embedder]) as timelines:
                 t = time.perf_counter()
                 report = Ingest(opts).run()
                 e2e_s = time.perf_counter() - t
@@ -680,6 +680,7 @@ def run_bench(
                 stages=dict(report.stages_s), gpu=sampler.summary(), vram_peak_mb=_vram_mb(device),
                 vram_peak_nvml_mb=report.vram_peak_nvml_mb,
                 e2e_padding_efficiency=(embedder.real_tokens - real0) / e2e_padded if e2e_padded else None,
+                timeline=timelines[0],
             )
             shutil.rmtree(store, ignore_errors=True)
             if len(devices) > 1:  # the same run on every GPU, fed from the same extraction pool
@@ -688,6 +689,8 @@ def run_bench(
                                       batch_size=batch_size, force=True, store=store)
                 with contextlib.ExitStack() as sampling:
                     samplers = [sampling.enter_context(GpuSampler(d)) for d in devices]
+                    multi_timelines = sampling.enter_context(
+                        _timelines([embedder, *others.values()]))
                     t = time.perf_counter()
                     multi_report = Ingest(multi).run()
                     multi_s = time.perf_counter() - t
@@ -695,7 +698,8 @@ def run_bench(
                            multi_gpu_tokens_per_s=multi_report.tokens / multi_s,
                            multi_gpu_books_failed=multi_report.books_failed,
                            multi_gpu_stages=dict(multi_report.stages_s),
-                           multi_gpu_busy=[sm.summary() for sm in samplers])
+                           multi_gpu_busy=[sm.summary() for sm in samplers],
+                           multi_gpu_timelines=multi_timelines)
                 say(f"repeat {i + 1}/{repeats}: e2e on {len(devices)} GPUs "
                     f"{run['multi_gpu_tokens_per_s']:,.0f} tok/s")
                 shutil.rmtree(store, ignore_errors=True)
@@ -717,14 +721,16 @@ def run_bench(
             # model only: forwards on pre-tokenized, length-sorted, padded batches
             real0, padded0 = embedder.real_tokens, embedder.padded_tokens
             _sync(device)
-            t = time.perf_counter()
-            embedder.encode_ids(mo_ids, budget, max_batch=max(batch_size * 4, budget // 32))
-            _sync(device)
-            mo_s = time.perf_counter() - t
+            with _timelines([embedder]) as mo_timelines:
+                t = time.perf_counter()
+                embedder.encode_ids(mo_ids, budget, max_batch=max(batch_size * 4, budget // 32))
+                _sync(device)
+                mo_s = time.perf_counter() - t
             mo_padded = embedder.padded_tokens - padded0
             run.update(model_only_s=round(mo_s, 3), model_only_tokens=mo_real,
                        model_only_tokens_per_s=mo_real / mo_s,
-                       padding_efficiency=(embedder.real_tokens - real0) / max(1, mo_padded))
+                       padding_efficiency=(embedder.real_tokens - real0) / max(1, mo_padded),
+                       model_only_timeline=mo_timelines[0])
             say(f"repeat {i + 1}/{repeats}: e2e {run['e2e_tokens_per_s']:,.0f} tok/s, baseline "
                 f"{run['baseline_tokens_per_s']:,.0f} tok/s, model only "
                 f"{run['model_only_tokens_per_s']:,.0f} tok/s")
@@ -777,6 +783,11 @@ def run_bench(
             "compiled": bool(embedder.compiled),
             "gpu_util": round(_median([g["mean_pct"] for g in gpu]), 1) if gpu else None,
             "gpu_busy_fraction": round(_median([g["busy_fraction"] for g in gpu]), 3) if gpu else None,
+            # CUDA events around every batch: busy between the first batch's start and the last's end
+            "gpu_busy_between_batches": _median_or_none(
+                [(r["timeline"] or {}).get("busy_fraction") for r in runs]),
+            "model_only_busy_between_batches": _median_or_none(
+                [(r["model_only_timeline"] or {}).get("busy_fraction") for r in runs]),
             "vram_peak_mb": max(vram) if vram else None,
             "stages": stages,
             "multi_gpu": multi_gpu,
@@ -818,6 +829,26 @@ def run_bench(
             torch.cuda.empty_cache()
 
 
+@contextlib.contextmanager
+def _timelines(embedders: list) -> Iterator[list]:
+    """Each GPU embedder's batches on its own clock while the block runs; the list holds their
+    summaries afterwards (empty on the CPU)."""
+    from .timeline import Timeline
+
+    summaries: list = []
+    gpus = [e for e in embedders if e.device.startswith("cuda")]
+    for e in gpus:
+        e.timeline = Timeline(e.device)
+        e.timeline.start()
+    try:
+        yield summaries
+    finally:
+        for e in gpus:
+            timeline, e.timeline = e.timeline, None
+            summaries.append(timeline.summary())
+    summaries.extend([None] * (len(embedders) - len(gpus)))
+
+
 def _embedder_cache() -> dict:
     from . import embed
 
@@ -857,8 +888,9 @@ def render(result: dict[str, Any]) -> str:
         f"{num(r['e2e_vs_model_only'], '.2f')}; padding efficiency {num(r['padding_efficiency'], '.3f')} "
         f"(e2e {num(r.get('e2e_padding_efficiency'), '.3f')}); "
         f"matmul peak {num(r['matmul_peak_tflops'], '.1f')} TFLOP/s",
-        f"  GPU util {num(r['gpu_util'], '.1f')}% (busy {num(r['gpu_busy_fraction'], '.2f')}); "
-        f"peak VRAM {num(r['vram_peak_mb'])} MB",
+        f"  GPU util {num(r['gpu_util'], '.1f')}% (busy {num(r['gpu_busy_fraction'], '.2f')}; between "
+        f"batches {num(r.get('gpu_busy_between_batches'), '.3f')}, model only "
+        f"{num(r.get('model_only_busy_between_batches'), '.3f')}); peak VRAM {num(r['vram_peak_mb'])} MB",
         "  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items()),
         *([f"  {r['multi_gpu']['gpus']} GPUs end to end {num(r['multi_gpu']['e2e_tokens_per_s'])} tok/s: "
            f"{num(r['multi_gpu']['scaling'], '.2f')}x one GPU"] if r.get("multi_gpu") else []),

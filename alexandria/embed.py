@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import UsageError
 from .models import ModelSpec
+from .timeline import Batch
 
 log = logging.getLogger("alexandria")
 
@@ -145,6 +146,7 @@ class Embedder:
     compiled: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _queued: collections.deque = field(default_factory=collections.deque)  # events of batches on the device
+    timeline: Any = None  # alexandria.timeline.Timeline while the benchmark records one
 
     @property
     def dimension(self) -> int:
@@ -237,6 +239,9 @@ class Embedder:
             full = int(np.count_nonzero(lengths[order[pos:pos + count]] >= MIN_FILL * width))
             count = max(1, full, min(count, -(-token_budget // (MIN_SHARE * width))))
             rows = order[pos:pos + count]
+            timeline = self.timeline if cuda else None
+            if timeline is not None:
+                build_at = timeline.now()
             # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
             # EmbeddingGemma), so it goes with a copy of itself.
             height = 2 if count == 1 and self.compiled else count
@@ -252,6 +257,10 @@ class Embedder:
                 while len(self._queued) > AHEAD:
                     with contextlib.suppress(IndexError):  # another thread of this device took it
                         self._queued.popleft().synchronize()  # waits with the GIL released
+            if timeline is not None:
+                launch_at = timeline.now()
+                begin = torch.cuda.Event(enable_timing=True)
+                begin.record(torch.cuda.current_stream(self.device))
             try:
                 if self.fault_hook is not None:
                     self.fault_hook(count * width)
@@ -269,10 +278,13 @@ class Embedder:
             if cuda:
                 host = torch.empty(vectors.shape, dtype=vectors.dtype, pin_memory=True)
                 host.copy_(vectors, non_blocking=True)
-                ready = torch.cuda.Event()
+                ready = torch.cuda.Event(enable_timing=timeline is not None)
                 ready.record(torch.cuda.current_stream(self.device))
                 outputs.append((rows, host, ready))
                 self._queued.append(ready)
+                if timeline is not None:
+                    timeline.batches.append(Batch(pos == 0, build_at, launch_at,
+                                                  timeline.now() - launch_at, begin, ready, count * width))
             else:
                 outputs.append((rows, vectors, None))
             self.real_tokens += int(lengths[rows].sum())

@@ -24,6 +24,7 @@ from . import library
 from .chunk import DEFAULT_MIN_TOKENS, STRATEGIES, ChunkSettings
 from .errors import RunFailure, UsageError
 from .feed import Embedded, Feeder, Group, Part, parts_of, put_unless_failed
+from .gcwatch import GcWatch
 from .library import Book
 from .manifest import Manifest
 from .models import ModelSpec, resolve_model
@@ -522,6 +523,7 @@ class Ingest:
         self._first_group: float | None = None  # the start-up and the tail of the run are stages too
         self._last_vectors: float | None = None
         self._writing: dict[str, _Writing] = {}  # books with parts back, not yet finished
+        self._gc = GcWatch()
 
     # The writer calls this from its thread.
     def _on_result(self, result: BookResult) -> None:
@@ -598,12 +600,15 @@ class Ingest:
             try:
                 for key, why in removals:
                     writer.submit("remove", key, why)
-                self._execute(planned, writer, embedder, fingerprint, run_id, vram)
+                with self._gc:
+                    self._execute(planned, writer, embedder, fingerprint, run_id, vram)
             finally:
                 if writer.is_alive():
                     writer.close()
                 self.stage["write"] = writer.seconds
                 self.stage["write_wait"] = writer.waited_s
+                self.stage["gc"] = self._gc.total_s
+                self.stage["gc_longest"] = self._gc.longest_s
             if writer.error is not None:  # it died after the last submit: still the run's failure
                 raise writer.error
             if isinstance(store, StoreProcess):  # where the store's own time went, to find its bound
@@ -614,9 +619,12 @@ class Ingest:
             outcome = "interrupted" if self.stop else ("failed" if self.report.books_failed else "ok")
             manifest.finish_run(run_id, outcome, self._summary_dict())
         finally:
+            closing = time.perf_counter()
             manifest.close()
             if store is not None:
                 store.close()
+            if self.report.stages_s:  # the store's last flush and the shard's close
+                self.report.stages_s["close"] = round(time.perf_counter() - closing, 3)
         return self.report
 
     def _open_store(self, embedder) -> VectorStore | None:
@@ -818,6 +826,8 @@ class Ingest:
                 embedded: Embedded = self._embedded.get_nowait()
             except queue.Empty:
                 break
+            if self._last_vectors is None:  # the first vectors: a compiled model's graphs exist now
+                self._gc.freeze()
             self._last_vectors = time.perf_counter()
             if embedded.error is not None:
                 raise embedded.error
