@@ -519,8 +519,12 @@ def run_bench(
     dtype: str = "auto",
     gpus: str | None = None,
     progress: Progress | None = None,
+    on_repeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the whole benchmark and return its results (see the module docstring)."""
+    """Run the whole benchmark and return its results (see the module docstring).
+
+    on_repeat gets the results of the repeats so far after each one: a run cut off (a time
+    limit on a lent GPU) still leaves its measurements."""
     from .embed import (
         Embedder,
         cache_key,
@@ -656,6 +660,94 @@ def run_bench(
                              max_batch=max(batch_size * 4, budget // 32))
             _sync(e.device)
 
+        def summarize() -> dict[str, Any]:
+            e2e_tps = _median([r["e2e_tokens_per_s"] for r in runs])
+            base_tps = _median([r["baseline_tokens_per_s"] for r in runs])
+            mo_tps = _median([r["model_only_tokens_per_s"] for r in runs])
+            stage_names = sorted({k for r in runs for k in r["stages"]})
+            stages = {k: round(_median([r["stages"].get(k, 0.0) for r in runs]), 3) for k in stage_names}
+            stages["total"] = round(_median([r["e2e_s"] for r in runs]), 3)
+            gpu = [r["gpu"] for r in runs if r["gpu"]]
+            vram = [r["vram_peak_mb"] for r in runs if r["vram_peak_mb"] is not None]
+            mean_tokens_per_book = tokens_per_pass / len(passbooks)
+
+            def mfu(tps: float) -> float:
+                return round(tps * flops_per_token / (peak * 1e12), 4) if peak else 0.0
+
+            def hours(tps: float) -> dict[str, float]:
+                return {str(n): round(n * mean_tokens_per_book / tps / 3600, 2) if tps else None
+                        for n in PROJECT_BOOKS}
+
+            failed = sum(r["books_failed"] + r.get("multi_gpu_books_failed", 0) for r in runs)
+            multi_gpu = None
+            if len(devices) > 1:
+                multi_tps = _median([r["multi_gpu_tokens_per_s"] for r in runs])
+                multi_gpu = {"gpus": len(devices), "devices": devices,
+                             "e2e_tokens_per_s": round(multi_tps, 1),
+                             "one_gpu_e2e_tokens_per_s": round(e2e_tps, 1),
+                             "scaling": _paired(runs, "multi_gpu_tokens_per_s", "e2e_tokens_per_s", 3)}
+            notes = []
+            if failed:
+                notes.append(f"{failed} book runs failed in the pipeline; see runs[].books_failed")
+            if synthetic_weights:
+                notes.append("random weights of the exact architecture: speeds are real, vectors are not")
+            result: dict[str, Any] = {
+                "e2e_tokens_per_s": round(e2e_tps, 1),
+                "e2e_chunks_per_min": round(_median([r["e2e_chunks_per_min"] for r in runs]), 1),
+                "baseline_tokens_per_s": round(base_tps, 1),
+                "baseline_chunks_per_min": round(_median([r["baseline_chunks_per_min"] for r in runs]), 1),
+                "speedup_vs_baseline": _paired(runs, "e2e_tokens_per_s", "baseline_tokens_per_s"),
+                "model_only_tokens_per_s": round(mo_tps, 1),
+                "e2e_vs_model_only": _paired(runs, "e2e_tokens_per_s", "model_only_tokens_per_s"),
+                "mfu": mfu(e2e_tps),
+                "mfu_baseline": mfu(base_tps),
+                "mfu_model_only": mfu(mo_tps),
+                "padding_efficiency": round(_median([r["padding_efficiency"] for r in runs]), 4),
+                "e2e_padding_efficiency": _median_or_none([r["e2e_padding_efficiency"] for r in runs]),
+                "token_budget": budget,
+                "compiled": bool(embedder.compiled),
+                "gpu_util": round(_median([g["mean_pct"] for g in gpu]), 1) if gpu else None,
+                "gpu_busy_fraction": round(_median([g["busy_fraction"] for g in gpu]), 3) if gpu else None,
+                # CUDA events around every batch: busy between the first batch's start and the last's end
+                "gpu_busy_between_batches": _median_or_none(
+                    [(r["timeline"] or {}).get("busy_fraction") for r in runs]),
+                "model_only_busy_between_batches": _median_or_none(
+                    [(r["model_only_timeline"] or {}).get("busy_fraction") for r in runs]),
+                "vram_peak_mb": max(vram) if vram else None,
+                "stages": stages,
+                "multi_gpu": multi_gpu,
+                "device": device,
+                "machine": _machine(device),
+                "model": model_label,
+                "model_source": spec.source,
+                "dtype": resolved_dtype,
+                "synthetic_weights": bool(synthetic_weights),
+                "tokenizer": tokenizer_note,
+                "matmul_peak_tflops": round(peak, 2),
+                "flops_per_token": round(flops_per_token),
+                "non_embedding_params": non_embedding,
+                "mean_chunk_tokens": round(mean_padded_len, 1),
+                "batch_size": batch_size,
+                "baseline_batch_size": BASELINE_BATCH,
+                "repeats": len(runs),
+                "books": len(passbooks),
+                "excluded": excluded,
+                "tokens_per_pass": tokens_per_pass,
+                "chunks_per_pass": chunks_per_pass,
+                "copies": copies,
+                "tokens_target": tokens,
+                "model_only_chunks": len(mo_texts),
+                "projection": {
+                    "mean_tokens_per_book": round(mean_tokens_per_book, 1),
+                    "hours": hours(e2e_tps),
+                    "baseline_hours": hours(base_tps),
+                },
+                "runs": [_rounded(r) for r in runs],
+                "versions": _versions(),
+                "notes": notes,
+            }
+            return result
+
         runs: list[dict[str, Any]] = []
         for i in range(repeats):
             run: dict[str, Any] = {"repeat": i + 1}
@@ -735,93 +827,10 @@ def run_bench(
                 f"{run['baseline_tokens_per_s']:,.0f} tok/s, model only "
                 f"{run['model_only_tokens_per_s']:,.0f} tok/s")
             runs.append(run)
+            if on_repeat is not None and i + 1 < repeats:
+                on_repeat(summarize())
 
-        e2e_tps = _median([r["e2e_tokens_per_s"] for r in runs])
-        base_tps = _median([r["baseline_tokens_per_s"] for r in runs])
-        mo_tps = _median([r["model_only_tokens_per_s"] for r in runs])
-        stage_names = sorted({k for r in runs for k in r["stages"]})
-        stages = {k: round(_median([r["stages"].get(k, 0.0) for r in runs]), 3) for k in stage_names}
-        stages["total"] = round(_median([r["e2e_s"] for r in runs]), 3)
-        gpu = [r["gpu"] for r in runs if r["gpu"]]
-        vram = [r["vram_peak_mb"] for r in runs if r["vram_peak_mb"] is not None]
-        mean_tokens_per_book = tokens_per_pass / len(passbooks)
-
-        def mfu(tps: float) -> float:
-            return round(tps * flops_per_token / (peak * 1e12), 4) if peak else 0.0
-
-        def hours(tps: float) -> dict[str, float]:
-            return {str(n): round(n * mean_tokens_per_book / tps / 3600, 2) if tps else None
-                    for n in PROJECT_BOOKS}
-
-        failed = sum(r["books_failed"] + r.get("multi_gpu_books_failed", 0) for r in runs)
-        multi_gpu = None
-        if len(devices) > 1:
-            multi_tps = _median([r["multi_gpu_tokens_per_s"] for r in runs])
-            multi_gpu = {"gpus": len(devices), "devices": devices,
-                         "e2e_tokens_per_s": round(multi_tps, 1),
-                         "one_gpu_e2e_tokens_per_s": round(e2e_tps, 1),
-                         "scaling": _paired(runs, "multi_gpu_tokens_per_s", "e2e_tokens_per_s", 3)}
-        notes = []
-        if failed:
-            notes.append(f"{failed} book runs failed in the pipeline; see runs[].books_failed")
-        if synthetic_weights:
-            notes.append("random weights of the exact architecture: speeds are real, vectors are not")
-        result: dict[str, Any] = {
-            "e2e_tokens_per_s": round(e2e_tps, 1),
-            "e2e_chunks_per_min": round(_median([r["e2e_chunks_per_min"] for r in runs]), 1),
-            "baseline_tokens_per_s": round(base_tps, 1),
-            "baseline_chunks_per_min": round(_median([r["baseline_chunks_per_min"] for r in runs]), 1),
-            "speedup_vs_baseline": _paired(runs, "e2e_tokens_per_s", "baseline_tokens_per_s"),
-            "model_only_tokens_per_s": round(mo_tps, 1),
-            "e2e_vs_model_only": _paired(runs, "e2e_tokens_per_s", "model_only_tokens_per_s"),
-            "mfu": mfu(e2e_tps),
-            "mfu_baseline": mfu(base_tps),
-            "mfu_model_only": mfu(mo_tps),
-            "padding_efficiency": round(_median([r["padding_efficiency"] for r in runs]), 4),
-            "e2e_padding_efficiency": _median_or_none([r["e2e_padding_efficiency"] for r in runs]),
-            "token_budget": budget,
-            "compiled": bool(embedder.compiled),
-            "gpu_util": round(_median([g["mean_pct"] for g in gpu]), 1) if gpu else None,
-            "gpu_busy_fraction": round(_median([g["busy_fraction"] for g in gpu]), 3) if gpu else None,
-            # CUDA events around every batch: busy between the first batch's start and the last's end
-            "gpu_busy_between_batches": _median_or_none(
-                [(r["timeline"] or {}).get("busy_fraction") for r in runs]),
-            "model_only_busy_between_batches": _median_or_none(
-                [(r["model_only_timeline"] or {}).get("busy_fraction") for r in runs]),
-            "vram_peak_mb": max(vram) if vram else None,
-            "stages": stages,
-            "multi_gpu": multi_gpu,
-            "device": device,
-            "machine": _machine(device),
-            "model": model_label,
-            "model_source": spec.source,
-            "dtype": resolved_dtype,
-            "synthetic_weights": bool(synthetic_weights),
-            "tokenizer": tokenizer_note,
-            "matmul_peak_tflops": round(peak, 2),
-            "flops_per_token": round(flops_per_token),
-            "non_embedding_params": non_embedding,
-            "mean_chunk_tokens": round(mean_padded_len, 1),
-            "batch_size": batch_size,
-            "baseline_batch_size": BASELINE_BATCH,
-            "repeats": repeats,
-            "books": len(passbooks),
-            "excluded": excluded,
-            "tokens_per_pass": tokens_per_pass,
-            "chunks_per_pass": chunks_per_pass,
-            "copies": copies,
-            "tokens_target": tokens,
-            "model_only_chunks": len(mo_texts),
-            "projection": {
-                "mean_tokens_per_book": round(mean_tokens_per_book, 1),
-                "hours": hours(e2e_tps),
-                "baseline_hours": hours(base_tps),
-            },
-            "runs": [_rounded(r) for r in runs],
-            "versions": _versions(),
-            "notes": notes,
-        }
-        return result
+        return summarize()
     finally:
         if own_workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -931,7 +940,8 @@ def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens,
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
         result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
-                           workdir, dtype=dtype, gpus=gpus, progress=lambda m: click.echo(m, err=True))
+                           workdir, dtype=dtype, gpus=gpus, progress=lambda m: click.echo(m, err=True),
+                           on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(UsageError.exit_code)
@@ -940,6 +950,13 @@ def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens,
         sys.exit(130)
     click.echo(render(result))
     if json_file:
-        Path(json_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_file).write_text(json.dumps(result, indent=2, ensure_ascii=False))
+        _write_json(json_file, result)
         click.echo(f"  wrote {json_file}")
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    """Whole or not at all: the partial results of each repeat replace the last ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)

@@ -61,3 +61,19 @@ def test_bench_mistakes_are_one_sentence(tmp_path):
                    "--gpus", "2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "CUDA is not available" in proc.stderr
+
+
+def test_each_repeat_leaves_the_results_so_far(tmp_path):
+    """A bench cut off by a time limit still has the repeats it finished."""
+    need_corpus()
+    from alexandria.bench import run_bench
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy2(EPUBS / "books/idpf-wasteland.epub", corpus)
+    partial: list[dict] = []
+    result = run_bench(corpus, "minilm", "cpu", tokens=10_000, repeats=2, workdir=tmp_path / "w",
+                       on_repeat=partial.append)
+    assert [p["repeats"] for p in partial] == [1] and len(partial[0]["runs"]) == 1
+    assert partial[0]["e2e_tokens_per_s"] == round(partial[0]["runs"][0]["e2e_tokens_per_s"], 1)
+    assert result["repeats"] == 2 and len(result["runs"]) == 2
