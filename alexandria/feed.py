@@ -1,9 +1,10 @@
 """Stage 4's driver: one thread per embedding device, so a GPU never waits on the main thread.
 
-The main thread turns prepared books into groups and writes the points of finished groups; each
-device's thread queues a group on its device as soon as it arrives, before it waits for the vectors
-of the group before it. Measured on an H100 before this existed, the GPU sat idle while the main
-thread wrote points and waited for books: it was busy 46% of the run.
+The main thread turns prepared books into groups, and the points thread (alexandria.pipeline)
+writes the points of finished groups; each device's thread queues a group on its device as soon
+as it arrives, before it waits for the vectors of the group before it. Measured on an H100 before
+this existed, the GPU sat idle while the main thread wrote points and waited for books: it was
+busy 46% of the run.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """The run: plan what changed, prepare books in worker processes, embed, write, record.
 
 Data flows one way: library -> plan -> prepare (worker processes) -> groups (this thread) ->
-embed (one thread per device, alexandria.feed) -> points (this thread) -> writer thread (store +
-manifest). Only the writer thread changes the store or the manifest during a run, in the
+embed (one thread per device, alexandria.feed) -> points (a thread of their own) -> writer thread
+(store + manifest). Only the writer thread changes the store or the manifest during a run, in the
 order the operations were queued, which is what makes a kill at any instant recoverable.
 """
 
@@ -42,7 +42,10 @@ UPSERT_BATCH = 512
 # kernels get big enough to fill the card); scripts/gpu_variants.py measures it.
 GPU_BUDGET_FACTOR = 4
 GROUP_BUDGETS = 4  # token budgets per encode call: length sorting over several batches
-WAIT_S = 0.02  # the main thread looks for finished groups this often while books are being prepared
+WAIT_S = 0.02  # the main thread looks for prepared books this often (and for the points thread's error)
+# Groups given to the devices whose points are not yet queued for the writer, per device: 3 are
+# on the device's side (its inbox of 2, 1 running); the rest let the store fall behind for a while.
+MAX_UNWRITTEN_GROUPS = 8
 
 
 @dataclass
@@ -514,10 +517,13 @@ class Ingest:
         self.report = RunReport(collection=self.collection, model=self.spec.name)
         self._lock = threading.Lock()
         self.stage = {"plan": 0.0, "prepare_wait": 0.0, "embed": 0.0, "device_wait": 0.0,
-                      "points": 0.0, "write": 0.0}
+                      "points_wait": 0.0, "points": 0.0, "write": 0.0}
         self._embedders: list = []  # one per embedding device
         self._feeders: list[Feeder] = []  # one thread per device (alexandria.feed)
         self._embedded: queue.Queue = queue.Queue()  # groups whose vectors are back
+        self._unwritten = 0  # groups given to a device whose points are not yet queued for the writer
+        self._written = threading.Condition()
+        self._points_error: BaseException | None = None
         self._semantic_s = 0.0  # semantic chunking's sentence embedding, part of "embed"
         self._started = 0.0
         self._first_group: float | None = None  # the start-up and the tail of the run are stages too
@@ -703,6 +709,9 @@ class Ingest:
         initargs = (self.tokenizer_json, self.max_seq_length,
                     self.opts.chunk_settings(), self.spec.document_template)
         self._start_feeders(embedder)
+        points = threading.Thread(target=self._write_points, name="alexandria-points", daemon=True,
+                                  args=(writer, vram, by_key, fingerprint, run_id))
+        points.start()
         pool = ProcessPoolExecutor(workers, mp_context=child_context(), initializer=init_worker,
                                    initargs=initargs)
         try:
@@ -710,6 +719,8 @@ class Ingest:
             inflight: dict[Future, str] = {}
             window = workers * 2
             while (queue_keys or inflight) and not self.stop:
+                if self._points_error is not None:
+                    break  # raised below, once the devices are stopped
                 while queue_keys and len(inflight) < window:
                     key = queue_keys.popleft()
                     inflight[pool.submit(prepare, tasks[key])] = key
@@ -720,13 +731,16 @@ class Ingest:
                 for f in done:
                     inflight.pop(f)
                 self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id)
-                self._write_embedded(writer, vram, by_key, fingerprint, run_id)
         finally:
             # the workers exit on their own: the last groups need not wait for them
             pool.shutdown(wait=False, cancel_futures=True)
             for feeder in self._feeders:  # the last groups (their vectors come back even after a stop)
                 feeder.close()
-        self._write_embedded(writer, vram, by_key, fingerprint, run_id)
+            self._embedded.put(None)
+            points.join()
+            self.stage["embed"] = self._semantic_s + sum(f.busy_s for f in self._feeders)
+        if self._points_error is not None:
+            raise self._points_error
 
     def _embed_and_write(self, ready: list[PreparedBook], by_key, writer, embedder, fingerprint,
                          run_id) -> None:
@@ -810,7 +824,20 @@ class Ingest:
             feeder.start()
 
     def _embed_group(self, parts: list[Part], tokens: int) -> None:
-        """Hand a group to the device with the least work queued; waits only while all are full."""
+        """Hand a group to the device with the least work queued; waits only while all are full,
+        or while the points of too many groups are still to be written (their vectors wait in
+        memory)."""
+        started = time.perf_counter()
+        with self._written:
+            while self._unwritten >= MAX_UNWRITTEN_GROUPS * len(self._feeders):
+                if self._points_error is not None:
+                    raise self._points_error
+                for f in self._feeders:
+                    if f.error is not None:
+                        raise f.error
+                self._written.wait(0.2)
+            self._unwritten += 1
+        self.stage["points_wait"] += time.perf_counter() - started
         feeder = min(self._feeders, key=lambda f: f.queued_tokens)
         ids = [x for part in parts for x in part.book.token_ids[part.start:part.end]]
         started = time.perf_counter()
@@ -819,26 +846,34 @@ class Ingest:
         feeder.put(Group(parts, ids, tokens))
         self.stage["device_wait"] += time.perf_counter() - started
 
-    def _write_embedded(self, writer, vram, by_key, fingerprint, run_id) -> None:
-        """Write the points of every group whose vectors are back (never waits for a device)."""
-        while True:
+    def _write_points(self, writer, vram, by_key, fingerprint, run_id) -> None:
+        """The points thread: writes each group as soon as its vectors are back. On the main
+        thread, that waited for the devices' queues and the devices waited for it: on an H200 the
+        GPU stood idle for seconds while it queued points for a busy writer, and at the end the
+        points of the last few groups were written only after the GPU had finished them all."""
+        while (embedded := self._embedded.get()) is not None:
             try:
-                embedded: Embedded = self._embedded.get_nowait()
-            except queue.Empty:
-                break
-            if self._last_vectors is None:  # the first vectors: a compiled model's graphs exist now
-                self._gc.freeze()
-            self._last_vectors = time.perf_counter()
-            if embedded.error is not None:
-                raise embedded.error
-            if embedded.vectors is None:  # stopped: nothing of it was written, the next run does it
-                log.info("abandoned %d book(s) mid-embedding; the next run does them",
-                         len({id(part.book) for part in embedded.group.parts}))
-                continue
-            started = time.perf_counter()
-            self._write_group(embedded, writer, vram, by_key, fingerprint, run_id)
-            self.stage["points"] += time.perf_counter() - started
-        self.stage["embed"] = self._semantic_s + sum(f.busy_s for f in self._feeders)
+                if self._points_error is None:  # after an error: only drained, the run is failing
+                    self._write_embedded(embedded, writer, vram, by_key, fingerprint, run_id)
+            except BaseException as e:  # the main thread raises it
+                self._points_error = e
+            with self._written:
+                self._unwritten -= 1
+                self._written.notify_all()
+
+    def _write_embedded(self, embedded: Embedded, writer, vram, by_key, fingerprint, run_id) -> None:
+        if self._last_vectors is None:  # the first vectors: a compiled model's graphs exist now
+            self._gc.freeze()
+        self._last_vectors = time.perf_counter()
+        if embedded.error is not None:
+            raise embedded.error
+        if embedded.vectors is None:  # stopped: nothing of it was written, the next run does it
+            log.info("abandoned %d book(s) mid-embedding; the next run does them",
+                     len({id(part.book) for part in embedded.group.parts}))
+            return
+        started = time.perf_counter()
+        self._write_group(embedded, writer, vram, by_key, fingerprint, run_id)
+        self.stage["points"] += time.perf_counter() - started
 
     def _write_group(self, embedded: Embedded, writer, vram, by_key, fingerprint, run_id) -> None:
         """Queue the points of each part; a book's parts are written in row order (see parts_of),
