@@ -829,13 +829,15 @@ class Ingest:
         memory)."""
         started = time.perf_counter()
         with self._written:
-            while self._unwritten >= MAX_UNWRITTEN_GROUPS * len(self._feeders):
+            while self._unwritten >= MAX_UNWRITTEN_GROUPS * len(self._feeders) and not self.stop:
                 if self._points_error is not None:
                     raise self._points_error
                 for f in self._feeders:
                     if f.error is not None:
                         raise f.error
                 self._written.wait(0.2)
+            if self.stop:
+                return
             self._unwritten += 1
         self.stage["points_wait"] += time.perf_counter() - started
         feeder = min(self._feeders, key=lambda f: f.queued_tokens)

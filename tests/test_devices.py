@@ -46,3 +46,36 @@ def test_groups_alternate_between_devices_and_nothing_is_lost(small_library, tmp
             assert indexes == list(range(b["chunks"]))
     finally:
         store_.close()
+
+
+def test_the_devices_wait_for_the_points_thread_and_a_failure_there_fails_the_run(
+        small_library, tmp_path, monkeypatch):
+    """At most MAX_UNWRITTEN_GROUPS groups per device are embedded ahead of their points; a
+    points thread that fails stops the run with its error (no hang, nothing marked done)."""
+    import alexandria.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "MAX_UNWRITTEN_GROUPS", 1)
+    opts = IngestOptions(directory=small_library, model="minilm", device="cpu", store=tmp_path / "s",
+                         token_budget=1024, workers=1)
+    report = ingest(opts)
+    assert report.books_failed == 0 and report.books_done == len(list(small_library.iterdir()))
+    assert report.stages_s["points_wait"] > 0  # one group at a time: the main thread waited
+    assert status_json(tmp_path / "s")["mismatches"] == 0
+
+    calls = []
+    write_group = pipeline.Ingest._write_group
+
+    def failing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("points thread broke")
+        return write_group(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Ingest, "_write_group", failing)
+    opts = IngestOptions(directory=small_library, model="minilm", device="cpu", store=tmp_path / "t",
+                         token_budget=1024, workers=1)
+    with pytest.raises(RuntimeError, match="points thread broke"):
+        ingest(opts)
+    status = status_json(tmp_path / "t")
+    assert status["mismatches"] == 0
+    assert sum(b["status"] == "done" for b in status["books"]) < len(list(small_library.iterdir()))
