@@ -381,10 +381,13 @@ def matmul_peak_tflops(device: str, dtype: str) -> float:
 
 
 class GpuSampler:
-    """NVML utilisation every 100 ms in a background thread; does nothing without a GPU."""
+    """NVML utilisation and SM clock every 100 ms in a background thread; does nothing without a
+    GPU. The clock tells whether a long run is slower because the card clocks down under sustained
+    load (the model-only pass lasts seconds, the end-to-end run a minute)."""
 
     def __init__(self, device: str, interval: float = 0.1) -> None:
         self.samples: list[int] = []
+        self.clocks: list[int] = []  # SM MHz, where utilisation > 0
         self.mem_peak_mb: float | None = None
         self.interval = interval
         self._handle = None
@@ -418,7 +421,12 @@ class GpuSampler:
 
         while not self._stop.is_set():
             try:
-                self.samples.append(int(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu))
+                util = int(pynvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)
+                self.samples.append(util)
+                if util > 0:
+                    with contextlib.suppress(Exception):  # not every card reports it
+                        self.clocks.append(int(pynvml.nvmlDeviceGetClockInfo(self._handle,
+                                                                             pynvml.NVML_CLOCK_SM)))
                 used = pynvml.nvmlDeviceGetMemoryInfo(self._handle).used / 2**20
                 self.mem_peak_mb = max(self.mem_peak_mb or 0.0, used)
             except Exception:
@@ -435,6 +443,7 @@ class GpuSampler:
             "busy_fraction": round(sum(1 for s in span if s > 0) / len(span), 3) if span else 0.0,
             "samples": len(self.samples),
             "nvml_mem_peak_mb": round(self.mem_peak_mb, 1) if self.mem_peak_mb else None,
+            "sm_clock_mhz": round(statistics.fmean(self.clocks)) if self.clocks else None,
         }
 
 
@@ -713,6 +722,10 @@ def run_bench(
                     [(r["timeline"] or {}).get("busy_fraction") for r in runs]),
                 "model_only_busy_between_batches": _median_or_none(
                     [(r["model_only_timeline"] or {}).get("busy_fraction") for r in runs]),
+                # NVML's SM clock while busy: a card that clocks down over a long run shows here
+                "sm_clock_mhz": _median_or_none([(r["gpu"] or {}).get("sm_clock_mhz") for r in runs]),
+                "model_only_sm_clock_mhz": _median_or_none(
+                    [(r["model_only_gpu"] or {}).get("sm_clock_mhz") for r in runs]),
                 "vram_peak_mb": max(vram) if vram else None,
                 "stages": stages,
                 "multi_gpu": multi_gpu,
@@ -813,7 +826,7 @@ def run_bench(
             # model only: forwards on pre-tokenized, length-sorted, padded batches
             real0, padded0 = embedder.real_tokens, embedder.padded_tokens
             _sync(device)
-            with _timelines([embedder]) as mo_timelines:
+            with GpuSampler(device) as mo_sampler, _timelines([embedder]) as mo_timelines:
                 t = time.perf_counter()
                 embedder.encode_ids(mo_ids, budget, max_batch=max(batch_size * 4, budget // 32))
                 _sync(device)
@@ -822,7 +835,7 @@ def run_bench(
             run.update(model_only_s=round(mo_s, 3), model_only_tokens=mo_real,
                        model_only_tokens_per_s=mo_real / mo_s,
                        padding_efficiency=(embedder.real_tokens - real0) / max(1, mo_padded),
-                       model_only_timeline=mo_timelines[0])
+                       model_only_timeline=mo_timelines[0], model_only_gpu=mo_sampler.summary())
             say(f"repeat {i + 1}/{repeats}: e2e {run['e2e_tokens_per_s']:,.0f} tok/s, baseline "
                 f"{run['baseline_tokens_per_s']:,.0f} tok/s, model only "
                 f"{run['model_only_tokens_per_s']:,.0f} tok/s")
