@@ -858,17 +858,17 @@ def _timelines(embedders: list) -> Iterator[list]:
     from .timeline import Timeline
 
     summaries: list = []
-    gpus = [e for e in embedders if e.device.startswith("cuda")]
-    for e in gpus:
-        e.timeline = Timeline(e.device)
-        e.timeline.start()
+    timelines = [Timeline(e.device) if e.device.startswith("cuda") else None for e in embedders]
+    for e, timeline in zip(embedders, timelines, strict=True):
+        if timeline is not None:
+            timeline.start()
+        e.timeline = timeline
     try:
         yield summaries
     finally:
-        for e in gpus:
-            timeline, e.timeline = e.timeline, None
-            summaries.append(timeline.summary())
-    summaries.extend([None] * (len(embedders) - len(gpus)))
+        for e in embedders:
+            e.timeline = None
+        summaries.extend(t.summary() if t is not None else None for t in timelines)
 
 
 def _embedder_cache() -> dict:

@@ -224,6 +224,7 @@ class Embedder:
         pad_id = self.model.tokenizer.pad_token_id or 0
         cuda = self.device.startswith("cuda")
         round_to = 16 if cuda else 1  # fewer distinct shapes (compiled kernels), tensor-core sizes
+        timeline = self.timeline if cuda else None
         outputs: list = []
         pos = 0
         while pos < n:
@@ -239,7 +240,6 @@ class Embedder:
             full = int(np.count_nonzero(lengths[order[pos:pos + count]] >= MIN_FILL * width))
             count = max(1, full, min(count, -(-token_budget // (MIN_SHARE * width))))
             rows = order[pos:pos + count]
-            timeline = self.timeline if cuda else None
             if timeline is not None:
                 build_at = timeline.now()
             # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
@@ -284,7 +284,7 @@ class Embedder:
                 self._queued.append(ready)
                 if timeline is not None:
                     timeline.batches.append(Batch(pos == 0, build_at, launch_at,
-                                                  timeline.now() - launch_at, begin, ready, count * width))
+                                                  timeline.now() - launch_at, begin, ready))
             else:
                 outputs.append((rows, vectors, None))
             self.real_tokens += int(lengths[rows].sum())

@@ -8,6 +8,7 @@ order the operations were queued, which is what makes a kill at any instant reco
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -521,8 +522,9 @@ class Ingest:
         self._embedders: list = []  # one per embedding device
         self._feeders: list[Feeder] = []  # one thread per device (alexandria.feed)
         self._embedded: queue.Queue = queue.Queue()  # groups whose vectors are back
-        self._unwritten = 0  # groups given to a device whose points are not yet queued for the writer
-        self._written = threading.Condition()
+        # a slot per group given to a device whose points are not yet queued for the writer
+        # (sized to MAX_UNWRITTEN_GROUPS per device once the devices are known)
+        self._unwritten: queue.Queue = queue.Queue()
         self._points_error: BaseException | None = None
         self._semantic_s = 0.0  # semantic chunking's sentence embedding, part of "embed"
         self._started = 0.0
@@ -709,6 +711,7 @@ class Ingest:
         initargs = (self.tokenizer_json, self.max_seq_length,
                     self.opts.chunk_settings(), self.spec.document_template)
         self._start_feeders(embedder)
+        self._unwritten = queue.Queue(maxsize=MAX_UNWRITTEN_GROUPS * len(self._feeders))
         points = threading.Thread(target=self._write_points, name="alexandria-points", daemon=True,
                                   args=(writer, vram, by_key, fingerprint, run_id))
         points.start()
@@ -828,18 +831,12 @@ class Ingest:
         or while the points of too many groups are still to be written (their vectors wait in
         memory)."""
         started = time.perf_counter()
-        with self._written:
-            while self._unwritten >= MAX_UNWRITTEN_GROUPS * len(self._feeders) and not self.stop:
-                if self._points_error is not None:
-                    raise self._points_error
-                for f in self._feeders:
-                    if f.error is not None:
-                        raise f.error
-                self._written.wait(0.2)
-            if self.stop:
-                return
-            self._unwritten += 1
+        put_unless_failed(self._unwritten, None, self._failure)
         self.stage["points_wait"] += time.perf_counter() - started
+        if self.stop:
+            with contextlib.suppress(queue.Empty):
+                self._unwritten.get_nowait()
+            return
         feeder = min(self._feeders, key=lambda f: f.queued_tokens)
         ids = [x for part in parts for x in part.book.token_ids[part.start:part.end]]
         started = time.perf_counter()
@@ -859,9 +856,12 @@ class Ingest:
                     self._write_embedded(embedded, writer, vram, by_key, fingerprint, run_id)
             except BaseException as e:  # the main thread raises it
                 self._points_error = e
-            with self._written:
-                self._unwritten -= 1
-                self._written.notify_all()
+            with contextlib.suppress(queue.Empty):  # a device's error comes without a group
+                self._unwritten.get_nowait()
+
+    def _failure(self) -> BaseException | None:
+        """What stops the main thread's waits: the points thread's error, or a device's."""
+        return self._points_error or next((f.error for f in self._feeders if f.error), None)
 
     def _write_embedded(self, embedded: Embedded, writer, vram, by_key, fingerprint, run_id) -> None:
         if self._last_vectors is None:  # the first vectors: a compiled model's graphs exist now

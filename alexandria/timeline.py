@@ -22,7 +22,6 @@ class Batch:
     launch_s: float  # ...and took this long to queue, the copy back included
     begin: Any  # torch.cuda.Event before the forward
     end: Any  # after its vectors' copy to the host
-    tokens: int  # padded
 
 
 @dataclass
