@@ -47,6 +47,10 @@ WAIT_S = 0.02  # the main thread looks for prepared books this often (and for th
 # Groups given to the devices whose points are not yet queued for the writer, per device: 3 are
 # on the device's side (its inbox of 2, 1 running); the rest let the store fall behind for a while.
 MAX_UNWRITTEN_GROUPS = 8
+# Niceness of the workers that prepare books for a GPU. They keep every core busy (14 on a
+# 16-core H200 host, each with tokenizer threads), and a device thread that loses its core in the
+# middle of a forward leaves the GPU waiting for the next kernel.
+PREP_NICE = 10
 
 
 @dataclass
@@ -528,6 +532,8 @@ class Ingest:
         self._points_error: BaseException | None = None
         self._semantic_s = 0.0  # semantic chunking's sentence embedding, part of "embed"
         self._started = 0.0
+        self._group: list[Part] = []  # parts waiting to fill the next group (see _embed_and_write)
+        self._group_tokens = 0
         self._first_group: float | None = None  # the start-up and the tail of the run are stages too
         self._last_vectors: float | None = None
         self._writing: dict[str, _Writing] = {}  # books with parts back, not yet finished
@@ -708,8 +714,10 @@ class Ingest:
         by_key = {p.book.key: p for p in to_ingest}
         workers = self.opts.workers or default_workers(embedder.device if embedder else "cpu")
         workers = max(1, min(workers, len(tasks)))  # a nightly run of 3 books starts 3 workers
+        gpu = embedder is not None and embedder.device.startswith("cuda")
         initargs = (self.tokenizer_json, self.max_seq_length,
-                    self.opts.chunk_settings(), self.spec.document_template)
+                    self.opts.chunk_settings(), self.spec.document_template, PREP_NICE if gpu else 0)
+        self._group, self._group_tokens = [], 0
         self._start_feeders(embedder)
         self._unwritten = queue.Queue(maxsize=MAX_UNWRITTEN_GROUPS * len(self._feeders))
         points = threading.Thread(target=self._write_points, name="alexandria-points", daemon=True,
@@ -734,6 +742,13 @@ class Ingest:
                 for f in done:
                     inflight.pop(f)
                 self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id)
+                if self._group and not self.stop and (
+                        not (queue_keys or inflight) or self._devices_hungry()):
+                    self._flush_group()
+            if self._group:  # stopped (or failed) before it went to a device: the next run does it
+                log.info("abandoned %d book(s) before embedding; the next run does them",
+                         len({id(part.book) for part in self._group}))
+                self._group, self._group_tokens = [], 0
         finally:
             # the workers exit on their own: the last groups need not wait for them
             pool.shutdown(wait=False, cancel_futures=True)
@@ -768,22 +783,32 @@ class Ingest:
         if good and self.opts.chunker == "semantic" and not self._semantic(good, embedder):
             log.info("abandoned %d book(s) mid-embedding; the next run does them", len(good))
             return
-        # Several small books share one encode call so the model sees full batches; a big book
-        # is cut into parts of about one group each.
-        limit = self._token_budget() * GROUP_BUDGETS
-        group: list[Part] = []
-        tokens = 0
+        # Several books share one encode call so the model sees full batches, sorted by length
+        # over more chunks; a big book is cut into parts of about one group each. The group
+        # fills across the books as they come, and goes to a device once full, or sooner when a
+        # device is running out of work (_execute).
+        limit = self._group_limit()
         for prepared in good:
             for part in parts_of(prepared, limit, UPSERT_BATCH):
                 if self.stop:
                     return
-                if group and tokens + part.tokens > limit:
-                    self._embed_group(group, tokens)
-                    group, tokens = [], 0
-                group.append(part)
-                tokens += part.tokens
-        if group and not self.stop:
-            self._embed_group(group, tokens)
+                if self._group and self._group_tokens + part.tokens > limit:
+                    self._flush_group()
+                self._group.append(part)
+                self._group_tokens += part.tokens
+
+    def _group_limit(self) -> int:
+        return self._token_budget() * GROUP_BUDGETS
+
+    def _devices_hungry(self) -> bool:
+        """A device has less than a group's worth of work queued: better a part-filled group now
+        than an idle GPU while the next books are still being prepared."""
+        return min(f.queued_tokens for f in self._feeders) < self._group_limit()
+
+    def _flush_group(self) -> None:
+        group, tokens = self._group, self._group_tokens
+        self._group, self._group_tokens = [], 0
+        self._embed_group(group, tokens)
 
     def _token_budget(self) -> int:
         return default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")

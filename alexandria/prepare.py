@@ -5,6 +5,7 @@ Nothing here imports torch: workers start fast and stay small.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -61,9 +62,15 @@ _state: dict[str, object] = {}
 
 
 def init_worker(
-    tokenizer_json: str, max_seq_length: int, settings: ChunkSettings, document_template: str | None
+    tokenizer_json: str, max_seq_length: int, settings: ChunkSettings, document_template: str | None,
+    nice: int = 0,
 ) -> None:
     exit_with_parent()
+    if nice:
+        # On a GPU box the workers fill every core, and a device thread preempted in the middle of
+        # a forward leaves the GPU waiting for its next kernel: they yield to the main process.
+        with contextlib.suppress(OSError):
+            os.nice(nice)
     # A book's chapters and chunks are tokenized in batches on a few threads: one huge book (a
     # 4 MB diary: ~15 s on one core) would otherwise be the last thing the GPU waits for.
     os.environ["TOKENIZERS_PARALLELISM"] = "true"

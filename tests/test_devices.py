@@ -79,3 +79,40 @@ def test_the_devices_wait_for_the_points_thread_and_a_failure_there_fails_the_ru
     status = status_json(tmp_path / "t")
     assert status["mismatches"] == 0
     assert sum(b["status"] == "done" for b in status["books"]) < len(list(small_library.iterdir()))
+
+
+def test_a_group_fills_across_books_unless_a_device_runs_out_of_work(small_library, tmp_path,
+                                                                     monkeypatch):
+    """Books prepared one at a time still share groups (fuller batches, one length sort over
+    more chunks) while the devices have work queued; a hungry device gets what there is."""
+    import alexandria.pipeline as pipeline
+
+    groups: list[tuple[int, int]] = []  # (books, tokens) of each group given to a device
+    embed_group = pipeline.Ingest._embed_group
+
+    def recording(self, parts, tokens):
+        groups.append((len({id(p.book) for p in parts}), tokens))
+        return embed_group(self, parts, tokens)
+
+    monkeypatch.setattr(pipeline.Ingest, "_embed_group", recording)
+    books = len(list(small_library.iterdir()))
+    budget = 4096
+    for hungry, store in ((False, tmp_path / "full"), (True, tmp_path / "hungry")):
+        groups.clear()
+        monkeypatch.setattr(pipeline.Ingest, "_devices_hungry", lambda self, h=hungry: h)
+        opts = IngestOptions(directory=small_library, model="minilm", device="cpu", store=store,
+                             token_budget=budget, workers=1)
+        report = ingest(opts)
+        assert report.books_failed == 0 and report.books_done == books
+        status = status_json(store)
+        assert status["mismatches"] == 0
+        assert sum(b["store_points"] for b in status["books"]) == report.chunks
+        assert sum(t for _, t in groups) == sum(b["tokens"] for b in status["books"])
+        if hungry:  # one book (or part of one) per group, as each book came from the worker
+            assert len(groups) >= books and all(n == 1 for n, _ in groups)
+        else:
+            limit = budget * pipeline.GROUP_BUDGETS
+            # a part of a big book may be over the limit (it ends on a whole upsert batch); it
+            # then goes alone
+            assert all(t <= limit or n == 1 for n, t in groups)
+            assert any(n > 1 for n, _ in groups) and len(groups) < books

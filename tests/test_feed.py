@@ -101,6 +101,21 @@ def test_children_start_from_a_fork_server_on_linux():
     assert child_context().get_start_method() == "forkserver"
 
 
+def test_workers_preparing_for_a_gpu_yield_the_cores_to_the_device_threads(embedder):
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from alexandria.chunk import ChunkSettings
+    from alexandria.pipeline import PREP_NICE
+    from alexandria.prepare import init_worker
+
+    for nice in (PREP_NICE, 0):
+        initargs = (embedder.tokenizer_json(), embedder.max_seq_length, ChunkSettings(), None, nice)
+        with ProcessPoolExecutor(1, mp_context=child_context(), initializer=init_worker,
+                                 initargs=initargs) as pool:
+            assert pool.submit(os.nice, 0).result() == min(19, os.nice(0) + nice)
+
+
 def _book(key: str, tokens: list[int]) -> PreparedBook:
     chunks = [Chunk(i, "Chapter", 0, 0, 1, n, f"text {i}") for i, n in enumerate(tokens)]
     return PreparedBook(key, chunks, token_ids=[np.zeros(n, np.int32) for n in tokens])
