@@ -722,6 +722,11 @@ def run_bench(
                     [(r["timeline"] or {}).get("busy_fraction") for r in runs]),
                 "model_only_busy_between_batches": _median_or_none(
                     [(r["model_only_timeline"] or {}).get("busy_fraction") for r in runs]),
+                # real tokens per second of GPU busy time: the batches' speed, gaps left out
+                "gpu_busy_tokens_per_s": _median_or_none(
+                    [(r["timeline"] or {}).get("real_tokens_per_busy_s") for r in runs]),
+                "model_only_busy_tokens_per_s": _median_or_none(
+                    [(r["model_only_timeline"] or {}).get("real_tokens_per_busy_s") for r in runs]),
                 # NVML's SM clock while busy: a card that clocks down over a long run shows here
                 "sm_clock_mhz": _median_or_none([(r["gpu"] or {}).get("sm_clock_mhz") for r in runs]),
                 "model_only_sm_clock_mhz": _median_or_none(
@@ -913,6 +918,8 @@ def render(result: dict[str, Any]) -> str:
         f"  GPU util {num(r['gpu_util'], '.1f')}% (busy {num(r['gpu_busy_fraction'], '.2f')}; between "
         f"batches {num(r.get('gpu_busy_between_batches'), '.3f')}, model only "
         f"{num(r.get('model_only_busy_between_batches'), '.3f')}); peak VRAM {num(r['vram_peak_mb'])} MB",
+        *([f"  tokens per second of GPU busy time {num(r['gpu_busy_tokens_per_s'])} (model only "
+           f"{num(r.get('model_only_busy_tokens_per_s'))})"] if r.get("gpu_busy_tokens_per_s") else []),
         "  stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in r["stages"].items()),
         *([f"  {r['multi_gpu']['gpus']} GPUs end to end {num(r['multi_gpu']['e2e_tokens_per_s'])} tok/s: "
            f"{num(r['multi_gpu']['scaling'], '.2f')}x one GPU"] if r.get("multi_gpu") else []),

@@ -284,7 +284,8 @@ class Embedder:
                 self._queued.append(ready)
                 if timeline is not None:
                     timeline.batches.append(Batch(pos == 0, build_at, launch_at,
-                                                  timeline.now() - launch_at, begin, ready))
+                                                  timeline.now() - launch_at, begin, ready,
+                                                  count, width, int(lengths[rows].sum())))
             else:
                 outputs.append((rows, vectors, None))
             self.real_tokens += int(lengths[rows].sum())

@@ -22,6 +22,9 @@ class Batch:
     launch_s: float  # ...and took this long to queue, the copy back included
     begin: Any  # torch.cuda.Event before the forward
     end: Any  # after its vectors' copy to the host
+    rows: int = 0  # its shape: rows x width tokens, of which `real` are not padding
+    width: int = 0
+    real: int = 0
 
 
 @dataclass
@@ -53,31 +56,42 @@ class Timeline:
         torch.cuda.synchronize(self.device)
         ref = self._ref
         spans = [(ref.elapsed_time(b.begin) / 1e3, ref.elapsed_time(b.end) / 1e3) for b in self.batches]
-        busy = sum(e - s for s, e in spans)
-        whole = spans[-1][1] - spans[0][0]
-        gaps = []
-        for i in range(1, len(spans)):
-            gap = spans[i][0] - spans[i - 1][1]
-            if gap > 0:
-                b = self.batches[i]
-                # positive: the host began building this batch after the GPU ran out of work
-                late = b.launch_at - spans[i - 1][1]
-                gaps.append((gap, i, b.first, late, b.launch_at - b.build_at, b.launch_s))
-        first_gaps = sum(g[0] for g in gaps if g[2])
-        launches = [b.launch_s for b in self.batches]
-        return {
-            "batches": len(spans),
-            "busy_fraction": round(busy / whole, 4) if whole > 0 else None,
-            "busy_s": round(busy, 3),
-            "span_s": round(whole, 3),
-            "idle_s_before_group": round(first_gaps, 3),  # the next group came late
-            "idle_s_within_group": round(sum(g[0] for g in gaps) - first_gaps, 3),
-            "first_batch_at_s": round(spans[0][0], 3),
-            "launch_s_median": round(statistics.median(launches), 4),
-            "launch_s_max": round(max(launches), 4),
-            "largest_gaps": [
-                {"batch": i, "first_of_group": first, "gap_ms": round(1e3 * gap, 1),
-                 "host_late_ms": round(1e3 * late, 1), "build_ms": round(1e3 * build, 1),
-                 "launch_ms": round(1e3 * launch, 1)}
-                for gap, i, first, late, build, launch in sorted(gaps, reverse=True)[:top]],
-        }
+        return summarize(self.batches, spans, top)
+
+
+def summarize(batches: list[Batch], spans: list[tuple[float, float]], top: int = 5) -> dict[str, Any]:
+    """The summary of batches that ran on the GPU from spans[i][0] to spans[i][1] (seconds on
+    the timeline's clock)."""
+    busy = sum(e - s for s, e in spans)
+    whole = spans[-1][1] - spans[0][0]
+    gaps = []
+    for i in range(1, len(spans)):
+        gap = spans[i][0] - spans[i - 1][1]
+        if gap > 0:
+            b = batches[i]
+            # positive: the host began building this batch after the GPU ran out of work
+            late = b.launch_at - spans[i - 1][1]
+            gaps.append((gap, i, b.first, late, b.launch_at - b.build_at, b.launch_s))
+    first_gaps = sum(g[0] for g in gaps if g[2])
+    launches = [b.launch_s for b in batches]
+    real = sum(b.real for b in batches)
+    return {
+        "batches": len(spans),
+        "busy_fraction": round(busy / whole, 4) if whole > 0 else None,
+        "busy_s": round(busy, 3),
+        # the batches' own speed: below the model alone's, the batches (their shapes, or a
+        # host too slow to queue their kernels) cost the time, not the gaps between them
+        "real_tokens_per_busy_s": round(real / busy) if busy > 0 else None,
+        "padded_tokens": sum(b.rows * b.width for b in batches),
+        "span_s": round(whole, 3),
+        "idle_s_before_group": round(first_gaps, 3),  # the next group came late
+        "idle_s_within_group": round(sum(g[0] for g in gaps) - first_gaps, 3),
+        "first_batch_at_s": round(spans[0][0], 3),
+        "launch_s_median": round(statistics.median(launches), 4),
+        "launch_s_max": round(max(launches), 4),
+        "largest_gaps": [
+            {"batch": i, "first_of_group": first, "gap_ms": round(1e3 * gap, 1),
+             "host_late_ms": round(1e3 * late, 1), "build_ms": round(1e3 * build, 1),
+             "launch_ms": round(1e3 * launch, 1)}
+            for gap, i, first, late, build, launch in sorted(gaps, reverse=True)[:top]],
+    }
