@@ -88,6 +88,9 @@ def summarize(batches: list[Batch], spans: list[tuple[float, float]], top: int =
         "idle_s_within_group": round(sum(g[0] for g in gaps) - first_gaps, 3),
         "first_batch_at_s": round(spans[0][0], 3),
         "launch_s_median": round(statistics.median(launches), 4),
+        # near busy_s: the host queues kernels about as fast as the GPU runs them, and a slow
+        # launch (a thread waiting for the GIL or a core) stalls the GPU inside a batch
+        "launch_s_total": round(sum(launches), 3),
         "launch_s_max": round(max(launches), 4),
         "largest_gaps": [
             {"batch": i, "first_of_group": first, "gap_ms": round(1e3 * gap, 1),

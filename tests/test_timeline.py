@@ -24,6 +24,7 @@ def test_busy_time_gaps_and_the_batches_own_speed():
     assert s["idle_s_before_group"] == pytest.approx(0.5) and s["idle_s_within_group"] == 0
     assert s["real_tokens_per_busy_s"] == round(300 / 1.4)
     assert s["padded_tokens"] == 3 * 4 * 32
+    assert s["launch_s_total"] == pytest.approx(0.006)
     gap = s["largest_gaps"][0]
     # the host launched it 0.5 s after the GPU ran dry: the main thread was late, not the GPU
     assert gap["batch"] == 2 and gap["first_of_group"] and gap["gap_ms"] == pytest.approx(500)
