@@ -164,7 +164,7 @@ def ingest_options(f):
             help="Format preference order, comma-separated: epub, azw3, azw, mobi, prc, pdf, txt, "
                  "md, html (the first one a book has wins)."),
         opt("--workers", type=int, default=None, help="Extraction processes (default: cores-1, "
-            "at most 4)."),
+            "at most 4, on the CPU; cores-2, at most 32, on a GPU)."),
         opt("--report", type=click.Path(path_type=Path), default=None,
             help="Write the run report as JSON here."),
         opt("--prune/--no-prune", default=True, show_default=True,
@@ -386,7 +386,8 @@ def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, *
 @opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
 @opt("--top-k", type=int, default=5, show_default=True, help="Results per question.")
-@opt("--workers", type=int, default=None, help="Extraction processes (default: cores-1, max 4).")
+@opt("--workers", type=int, default=None,
+     help="Extraction processes (default: cores-1, at most 4, on the CPU; cores-2, at most 32, on a GPU).")
 @opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
      help="Also write the numbers and every question's result here as JSON.")
 def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, json_file) -> None:
