@@ -527,6 +527,7 @@ def run_bench(
     *,
     dtype: str = "auto",
     gpus: str | None = None,
+    workers: int | None = None,
     progress: Progress | None = None,
     on_repeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -552,6 +553,8 @@ def run_bench(
         raise UsageError("--repeats must be at least 1.")
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1.")
+    if workers is not None and workers < 1:
+        raise UsageError("--workers must be at least 1.")
     say = progress or (lambda _m: None)
     quiet_libraries()
     _quiet_transformers()
@@ -605,7 +608,7 @@ def run_bench(
             raise RuntimeError("the pipeline would not find the benchmark's model in the cache")
         st_model = embedder.model
         base_opts = IngestOptions(model=pipeline_model, device=device, dtype=resolved_dtype,
-                                  batch_size=batch_size, force=True)
+                                  batch_size=batch_size, force=True, workers=workers)
 
         # 2. one dry pass: chunks and tokens per pass, the number of copies
         t = time.perf_counter()
@@ -633,7 +636,7 @@ def run_bench(
                        max(1, int(min(tokens, CPU_MODEL_ONLY_TOKENS) / mean)))
             mo_texts = _spread(all_texts, keep)
         from .chunk import Chunker
-        from .pipeline import default_token_budget
+        from .pipeline import default_token_budget, default_workers
         from .prepare import model_inputs
 
         mo_ids = model_inputs(Chunker(embedder.tokenizer_json(), embedder.max_seq_length,
@@ -746,6 +749,7 @@ def run_bench(
                 "non_embedding_params": non_embedding,
                 "mean_chunk_tokens": round(mean_padded_len, 1),
                 "batch_size": batch_size,
+                "workers": workers or default_workers(device),  # before the cap at the books of a run
                 "baseline_batch_size": BASELINE_BATCH,
                 "repeats": len(runs),
                 "books": len(passbooks),
@@ -774,7 +778,7 @@ def run_bench(
             shutil.rmtree(store, ignore_errors=True)
             opts = IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
                                  dtype=resolved_dtype, batch_size=batch_size, force=True,
-                                 store=store)
+                                 store=store, workers=workers)
             _sync(device)
             _reset_vram(device)
             real0, padded0 = embedder.real_tokens, embedder.padded_tokens  # the run's own embedder
@@ -796,7 +800,8 @@ def run_bench(
             if len(devices) > 1:  # the same run on every GPU, fed from the same extraction pool
                 multi = IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
                                       gpus=str(len(devices)), dtype=resolved_dtype,
-                                      batch_size=batch_size, force=True, store=store)
+                                      batch_size=batch_size, force=True, store=store,
+                                      workers=workers)
                 with contextlib.ExitStack() as sampling:
                     samplers = [sampling.enter_context(GpuSampler(d)) for d in devices]
                     multi_timelines = sampling.enter_context(
@@ -953,14 +958,17 @@ def render(result: dict[str, Any]) -> str:
               help="Also write the results here as JSON.")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="Keep copies, stores and synthetic models here (default: a temporary folder).")
+@click.option("--workers", type=int, default=None,
+              help="The pipeline's extraction processes (default: the pipeline's own choice).")
 def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
-                  batch_size, json_file, workdir) -> None:
+                  batch_size, json_file, workdir, workers) -> None:
     """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books."""
     try:
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
         result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
-                           workdir, dtype=dtype, gpus=gpus, progress=lambda m: click.echo(m, err=True),
+                           workdir, dtype=dtype, gpus=gpus, workers=workers,
+                           progress=lambda m: click.echo(m, err=True),
                            on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)

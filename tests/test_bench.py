@@ -61,6 +61,10 @@ def test_bench_mistakes_are_one_sentence(tmp_path):
                    "--gpus", "2")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "CUDA is not available" in proc.stderr
+    proc = run_cli("bench", "--corpus", tmp_path / "c", "--model", "minilm", "--device", "cpu",
+                   "--workers", "0")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--workers must be at least 1." in proc.stderr
 
 
 def test_each_repeat_leaves_the_results_so_far(tmp_path):
@@ -73,7 +77,8 @@ def test_each_repeat_leaves_the_results_so_far(tmp_path):
     shutil.copy2(EPUBS / "books/idpf-wasteland.epub", corpus)
     partial: list[dict] = []
     result = run_bench(corpus, "minilm", "cpu", tokens=10_000, repeats=2, workdir=tmp_path / "w",
-                       on_repeat=partial.append)
+                       workers=1, on_repeat=partial.append)
     assert [p["repeats"] for p in partial] == [1] and len(partial[0]["runs"]) == 1
     assert partial[0]["e2e_tokens_per_s"] == round(partial[0]["runs"][0]["e2e_tokens_per_s"], 1)
     assert result["repeats"] == 2 and len(result["runs"]) == 2
+    assert result["workers"] == 1
