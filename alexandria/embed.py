@@ -240,6 +240,7 @@ class Embedder:
             full = int(np.count_nonzero(lengths[order[pos:pos + count]] >= MIN_FILL * width))
             count = max(1, full, min(count, -(-token_budget // (MIN_SHARE * width))))
             rows = order[pos:pos + count]
+            real = int(lengths[rows].sum())
             if timeline is not None:
                 build_at = timeline.now()
             # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
@@ -285,10 +286,10 @@ class Embedder:
                 if timeline is not None:
                     timeline.batches.append(Batch(pos == 0, build_at, launch_at,
                                                   timeline.now() - launch_at, begin, ready,
-                                                  count, width, int(lengths[rows].sum())))
+                                                  count, width, real))
             else:
                 outputs.append((rows, vectors, None))
-            self.real_tokens += int(lengths[rows].sum())
+            self.real_tokens += real
             self.padded_tokens += count * width
             pos += count
         return PendingVectors(n, self.dimension, outputs)

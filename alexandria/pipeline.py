@@ -533,7 +533,6 @@ class Ingest:
         self._semantic_s = 0.0  # semantic chunking's sentence embedding, part of "embed"
         self._started = 0.0
         self._group: list[Part] = []  # parts waiting to fill the next group (see _embed_and_write)
-        self._group_tokens = 0
         self._first_group: float | None = None  # the start-up and the tail of the run are stages too
         self._last_vectors: float | None = None
         self._writing: dict[str, _Writing] = {}  # books with parts back, not yet finished
@@ -717,7 +716,6 @@ class Ingest:
         gpu = embedder is not None and embedder.device.startswith("cuda")
         initargs = (self.tokenizer_json, self.max_seq_length,
                     self.opts.chunk_settings(), self.spec.document_template, PREP_NICE if gpu else 0)
-        self._group, self._group_tokens = [], 0
         self._start_feeders(embedder)
         self._unwritten = queue.Queue(maxsize=MAX_UNWRITTEN_GROUPS * len(self._feeders))
         points = threading.Thread(target=self._write_points, name="alexandria-points", daemon=True,
@@ -748,7 +746,7 @@ class Ingest:
             if self._group:  # stopped (or failed) before it went to a device: the next run does it
                 log.info("abandoned %d book(s) before embedding; the next run does them",
                          len({id(part.book) for part in self._group}))
-                self._group, self._group_tokens = [], 0
+                self._group = []
         finally:
             # the workers exit on their own: the last groups need not wait for them
             pool.shutdown(wait=False, cancel_futures=True)
@@ -788,14 +786,16 @@ class Ingest:
         # fills across the books as they come, and goes to a device once full, or sooner when a
         # device is running out of work (_execute).
         limit = self._group_limit()
+        tokens = sum(p.tokens for p in self._group)
         for prepared in good:
             for part in parts_of(prepared, limit, UPSERT_BATCH):
                 if self.stop:
                     return
-                if self._group and self._group_tokens + part.tokens > limit:
+                if self._group and tokens + part.tokens > limit:
                     self._flush_group()
+                    tokens = 0
                 self._group.append(part)
-                self._group_tokens += part.tokens
+                tokens += part.tokens
 
     def _group_limit(self) -> int:
         return self._token_budget() * GROUP_BUDGETS
@@ -806,9 +806,8 @@ class Ingest:
         return min(f.queued_tokens for f in self._feeders) < self._group_limit()
 
     def _flush_group(self) -> None:
-        group, tokens = self._group, self._group_tokens
-        self._group, self._group_tokens = [], 0
-        self._embed_group(group, tokens)
+        group, self._group = self._group, []
+        self._embed_group(group, sum(p.tokens for p in group))
 
     def _token_budget(self) -> int:
         return default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")

@@ -22,9 +22,9 @@ class Batch:
     launch_s: float  # ...and took this long to queue, the copy back included
     begin: Any  # torch.cuda.Event before the forward
     end: Any  # after its vectors' copy to the host
-    rows: int = 0  # its shape: rows x width tokens, of which `real` are not padding
-    width: int = 0
-    real: int = 0
+    rows: int  # its shape: rows x width tokens, of which `real` are not padding
+    width: int
+    real: int
 
 
 @dataclass
@@ -49,14 +49,17 @@ class Timeline:
 
     def summary(self, top: int = 5) -> dict[str, Any] | None:
         """Busy share between the first batch's start and the last one's end, and the gaps."""
-        import torch
-
         if not self.batches or self._ref is None:
             return None
+        return summarize(self.batches, self.spans(), top)
+
+    def spans(self) -> list[tuple[float, float]]:
+        """Each batch's start and end on the GPU, in seconds since start() (waits for the GPU)."""
+        import torch
+
         torch.cuda.synchronize(self.device)
         ref = self._ref
-        spans = [(ref.elapsed_time(b.begin) / 1e3, ref.elapsed_time(b.end) / 1e3) for b in self.batches]
-        return summarize(self.batches, spans, top)
+        return [(ref.elapsed_time(b.begin) / 1e3, ref.elapsed_time(b.end) / 1e3) for b in self.batches]
 
 
 def summarize(batches: list[Batch], spans: list[tuple[float, float]], top: int = 5) -> dict[str, Any]:

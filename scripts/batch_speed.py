@@ -38,12 +38,10 @@ def _spin(until: float) -> None:
 
 
 def _measure(e, label: str, groups, min_fill: float, contention: str | None, limit_s: float) -> dict:
-    import torch
-
     from alexandria import embed
     from alexandria.timeline import Timeline, summarize
 
-    embed.MIN_FILL = min_fill
+    min_fill_default, embed.MIN_FILL = embed.MIN_FILL, min_fill
     stop = threading.Event()
     threads, procs = [], []
     if contention == "gil":
@@ -76,14 +74,12 @@ def _measure(e, label: str, groups, min_fill: float, contention: str | None, lim
                 pending.append(p)
             for p in pending:
                 p.result()
-            torch.cuda.synchronize(e.device)
             e.timeline = None
             batches = timeline.batches
             if not batches:  # not one batch before the deadline
                 runs.append({"case": label, "batches": 0, "complete": False, "busy_s": float("inf")})
                 continue
-            spans = [(timeline._ref.elapsed_time(b.begin) / 1e3, timeline._ref.elapsed_time(b.end) / 1e3)
-                     for b in batches]
+            spans = timeline.spans()
             s = summarize(batches, spans)
             gpu_ms = np.array([1e3 * (end - begin) for begin, end in spans])
             padded = np.array([b.rows * b.width for b in batches], dtype=float)
@@ -101,7 +97,7 @@ def _measure(e, label: str, groups, min_fill: float, contention: str | None, lim
         stop.set()
         for p in procs:
             p.terminate()
-        embed.MIN_FILL = 0.8
+        embed.MIN_FILL = min_fill_default
     return min(runs, key=lambda r: r["busy_s"])
 
 
