@@ -265,6 +265,20 @@ def corpus_books(corpus: Path) -> list[Path]:
     return books
 
 
+def corpus_texts(books: list[Path]) -> list[str]:
+    """Every chapter's text, for the synthetic models' tokenizer; a book that fails to extract is
+    left out here (the dry pass reports it)."""
+    from .extract import extract_epub
+
+    texts: list[str] = []
+    for path in books:
+        try:
+            texts.extend(c.text for c in extract_epub(path.read_bytes(), str(path)).chapters)
+        except Exception:
+            continue
+    return texts
+
+
 def copy_epub(src: Path, dst: Path, copy_no: int) -> None:
     """A readable copy with its own content hash: the same entries (mimetype first and stored)
     plus one small marker entry, so that plain-folder book keys (content hashes) differ."""
@@ -575,14 +589,7 @@ def run_bench(
         if synthetic_weights:
             alias = synthetic_alias(model)
             arch = SYNTHETIC[alias]
-            from .extract import extract_epub
-
-            texts: list[str] = []
-            for path in books:
-                try:
-                    texts.extend(c.text for c in extract_epub(path.read_bytes(), str(path)).chapters)
-                except Exception:  # the dry pass below reports the book
-                    continue
+            texts = corpus_texts(books)
             if not texts:
                 raise UsageError(f"No book in {corpus} has text to train a tokenizer on.")
             say(f"building {alias} with random weights (synthetic, no hub)")

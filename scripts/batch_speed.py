@@ -114,19 +114,13 @@ def main(corpus: Path, models: tuple[str, ...], contended_s: float, json_file: P
     from alexandria import bench
     from alexandria.chunk import Chunker
     from alexandria.embed import get_embedder
-    from alexandria.extract import extract_epub
     from alexandria.models import ModelSpec, resolve_model
     from alexandria.pipeline import IngestOptions
     from alexandria.prepare import model_inputs
 
     results: list[dict] = []
     books = bench.corpus_books(corpus)
-    texts = []
-    for p in books:
-        try:
-            texts.extend(c.text for c in extract_epub(p.read_bytes(), str(p)).chapters)
-        except Exception:  # the dry pass leaves it out
-            continue
+    texts = bench.corpus_texts(books)
     for model in models:
         alias = bench.synthetic_alias(model)
         folder = bench.build_synthetic_model(alias, texts, Path(tempfile.mkdtemp()) / alias, "cuda").resolve()

@@ -86,7 +86,6 @@ def main(corpus, model, synthetic_weights, chunks, repeats, device, json_file):
     from alexandria import bench
     from alexandria.chunk import ChunkSettings
     from alexandria.embed import get_embedder
-    from alexandria.extract import extract_epub
     from alexandria.models import ModelSpec, resolve_model
     from alexandria.prepare import model_inputs
 
@@ -94,12 +93,7 @@ def main(corpus, model, synthetic_weights, chunks, repeats, device, json_file):
     work = Path(tempfile.mkdtemp(prefix="gpu-variants-"))
     if synthetic_weights:
         alias = bench.synthetic_alias(model)
-        texts = []
-        for p in books:
-            try:
-                texts += [c.text for c in extract_epub(p.read_bytes(), str(p)).chapters]
-            except Exception:
-                pass
+        texts = bench.corpus_texts(books)
         folder = bench.build_synthetic_model(alias, texts, work / alias, device)
         spec = ModelSpec(alias, str(folder), cuda_dtype=bench.SYNTHETIC[alias].cuda_dtype)
     else:
