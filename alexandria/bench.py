@@ -542,13 +542,16 @@ def run_bench(
     dtype: str = "auto",
     gpus: str | None = None,
     workers: int | None = None,
+    profile: bool = False,
     progress: Progress | None = None,
     on_repeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the whole benchmark and return its results (see the module docstring).
 
     on_repeat gets the results of the repeats so far after each one: a run cut off (a time
-    limit on a lent GPU) still leaves its measurements."""
+    limit on a lent GPU) still leaves its measurements. With `profile`, one more end-to-end pass
+    and one more model-only pass run under torch.profiler (outside the medians) and the results
+    get their kernel times per million tokens (alexandria.kernels)."""
     from .embed import (
         Embedder,
         cache_key,
@@ -558,6 +561,7 @@ def run_bench(
         resolve_devices,
         resolve_dtype,
     )
+    from .kernels import compare, profiled
     from .models import ModelSpec, resolve_model
     from .pipeline import Ingest, IngestOptions
 
@@ -631,6 +635,11 @@ def run_bench(
             f"({time.perf_counter() - t:.1f}s); {copies} copies for {tokens} tokens"
             + (f"; {len(excluded)} excluded" if excluded else ""))
         copy_dir = make_copies([b.path for b in passbooks], copies, work / "corpus-copy")
+
+        def e2e_options(store: Path) -> IngestOptions:
+            return IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
+                                 dtype=resolved_dtype, batch_size=batch_size, force=True,
+                                 store=store, workers=workers)
 
         # 3. model-only batches (the same chunks, length-sorted, padded per batch)
         all_texts = [t for b in passbooks for t in b.texts]
@@ -783,9 +792,7 @@ def run_bench(
             # end to end: the real pipeline into a fresh Qdrant Edge store
             store = work / f"store-{i}"
             shutil.rmtree(store, ignore_errors=True)
-            opts = IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
-                                 dtype=resolved_dtype, batch_size=batch_size, force=True,
-                                 store=store, workers=workers)
+            opts = e2e_options(store)
             _sync(device)
             _reset_vram(device)
             real0, padded0 = embedder.real_tokens, embedder.padded_tokens  # the run's own embedder
@@ -860,7 +867,21 @@ def run_bench(
             if on_repeat is not None and i + 1 < repeats:
                 on_repeat(summarize())
 
-        return summarize()
+        result = summarize()
+        if profile:
+            if on_repeat is not None:  # a profile cut off by a time limit leaves the medians
+                on_repeat(dict(result))
+            say("profiling one more end-to-end pass and one more model-only pass (not in the medians)")
+            store = work / "store-profile"
+            shutil.rmtree(store, ignore_errors=True)
+            with profiled(device) as e2e_rows:
+                report = Ingest(e2e_options(store)).run()
+            shutil.rmtree(store, ignore_errors=True)
+            with profiled(device) as mo_rows:
+                embedder.encode_ids(mo_ids, budget, max_batch=max(batch_size * 4, budget // 32))
+                _sync(device)
+            result["profile"] = compare(e2e_rows, report.tokens, mo_rows, mo_real)
+        return result
     finally:
         if own_workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -938,6 +959,12 @@ def render(result: dict[str, Any]) -> str:
         f"  projection ({proj['mean_tokens_per_book']:,.0f} tokens/book): "
         + ", ".join(f"{int(n):,} books {h} h" for n, h in proj["hours"].items()),
     ]
+    prof = r.get("profile")
+    if prof:
+        lines.append(f"  profile (us per million real tokens): e2e {num(prof['e2e_us_per_m'])}, model only "
+                     f"{num(prof['model_only_us_per_m'])}, ratio {num(prof['ratio'], '.3f')}")
+        lines += [f"    {num(k['e2e_us_per_m']):>12} {num(k['model_only_us_per_m']):>12}  "
+                  f"{num(k['ratio'], '.2f'):>5}  {k['name'][:70]}" for k in prof["kernels"][:12]]
     lines += [f"  note: {n}" for n in r.get("notes", [])]
     return "\n".join(lines)
 
@@ -967,14 +994,17 @@ def render(result: dict[str, Any]) -> str:
               help="Keep copies, stores and synthetic models here (default: a temporary folder).")
 @click.option("--workers", type=int, default=None,
               help="The pipeline's extraction processes (default: the pipeline's own choice).")
+@click.option("--profile", is_flag=True, default=False,
+              help="After the repeats, one more end-to-end and model-only pass under torch.profiler: "
+                   "each kernel's time per million tokens in both.")
 def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
-                  batch_size, json_file, workdir, workers) -> None:
+                  batch_size, json_file, workdir, workers, profile) -> None:
     """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books."""
     try:
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
         result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
-                           workdir, dtype=dtype, gpus=gpus, workers=workers,
+                           workdir, dtype=dtype, gpus=gpus, workers=workers, profile=profile,
                            progress=lambda m: click.echo(m, err=True),
                            on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
     except UsageError as e:

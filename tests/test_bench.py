@@ -82,3 +82,37 @@ def test_each_repeat_leaves_the_results_so_far(tmp_path):
     assert partial[0]["e2e_tokens_per_s"] == round(partial[0]["runs"][0]["e2e_tokens_per_s"], 1)
     assert result["repeats"] == 2 and len(result["runs"]) == 2
     assert result["workers"] == 1
+
+
+def test_profile_compares_each_kernel_per_million_tokens(tmp_path):
+    """--profile: one more pass of each kind under torch.profiler, outside the medians; the
+    model's own ops show up in both, per million real tokens."""
+    need_corpus()
+    from alexandria.bench import run_bench
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    shutil.copy2(EPUBS / "books/idpf-wasteland.epub", corpus)
+    partial: list[dict] = []
+    result = run_bench(corpus, "minilm", "cpu", tokens=10_000, repeats=1, workdir=tmp_path / "w",
+                       workers=1, profile=True, on_repeat=partial.append)
+    assert len(partial) == 1 and "profile" not in partial[0]  # the medians, before the profile
+    prof = result["profile"]
+    assert prof["e2e_us_per_m"] > 0 and prof["model_only_us_per_m"] > 0
+    both = [k for k in prof["kernels"] if k["e2e_calls"] and k["model_only_calls"]]
+    assert any(k["name"] == "aten::addmm" for k in both), [k["name"] for k in prof["kernels"]]
+    assert all(k["ratio"] > 0 for k in both)
+
+
+def test_kernel_comparison_is_per_million_real_tokens():
+    from alexandria.kernels import compare
+
+    e2e = [{"name": "gemm", "calls": 10, "self_us": 300.0}, {"name": "pad", "calls": 5, "self_us": 50.0}]
+    alone = [{"name": "gemm", "calls": 4, "self_us": 100.0}]
+    out = compare(e2e, 2_000_000, alone, 1_000_000)
+    assert out["e2e_us_per_m"] == 175.0 and out["model_only_us_per_m"] == 100.0
+    assert out["ratio"] == 1.75
+    gemm, pad = out["kernels"]
+    assert (gemm["name"], gemm["e2e_us_per_m"], gemm["model_only_us_per_m"], gemm["ratio"]) == \
+        ("gemm", 150.0, 100.0, 1.5)
+    assert pad["ratio"] is None and pad["model_only_calls"] == 0
