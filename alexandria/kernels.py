@@ -34,10 +34,15 @@ def profiled(device: str) -> Iterator[list[dict[str, Any]]]:
 
 
 def kernel_rows(averages: Any, cuda: bool) -> list[dict[str, Any]]:
-    """Name, calls and self time in microseconds, largest first (device time on a GPU)."""
+    """Name, calls and self time in microseconds, largest first. On a GPU: the kernels (and
+    copies) alone, since an op's row also carries the device time of the kernels it launched."""
+    from torch.autograd import DeviceType
+
     rows = []
     for evt in averages:
-        us = float(getattr(evt, "self_device_time_total", 0.0) if cuda else evt.self_cpu_time_total)
+        if cuda and evt.device_type != DeviceType.CUDA:
+            continue
+        us = float(evt.self_device_time_total if cuda else evt.self_cpu_time_total)
         if us > 0:
             rows.append({"name": evt.key, "calls": int(evt.count), "self_us": round(us, 1)})
     rows.sort(key=lambda r: -r["self_us"])
