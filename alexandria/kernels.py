@@ -24,9 +24,9 @@ def profiled(device: str) -> Iterator[list[dict[str, Any]]]:
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.startswith("cuda")
-    # On a GPU only the kernels count, and CUPTI sees every thread's; recording every CPU op of
-    # every thread as well slowed a 14 s pass past a 3-minute limit. On the CPU the ops are the
-    # kernels, and the model runs on the device threads (alexandria.feed), not this one.
+    # On a GPU only the kernels count, and CUPTI sees every thread's: the CPU ops of every thread
+    # would only add overhead. On the CPU the ops are the kernels, and the model runs on the device
+    # threads (alexandria.feed), not this one.
     activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
     rows: list[dict[str, Any]] = []
     config = _ExperimentalConfig(profile_all_threads=not cuda)
