@@ -543,6 +543,7 @@ def run_bench(
     gpus: str | None = None,
     workers: int | None = None,
     profile: bool = False,
+    packing: str = "auto",
     progress: Progress | None = None,
     on_repeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -619,7 +620,8 @@ def run_bench(
             raise RuntimeError("the pipeline would not find the benchmark's model in the cache")
         st_model = embedder.model
         base_opts = IngestOptions(model=pipeline_model, device=device, dtype=resolved_dtype,
-                                  batch_size=batch_size, force=True, workers=workers)
+                                  batch_size=batch_size, force=True, workers=workers,
+                                  packing=packing)
 
         # 2. one dry pass: chunks and tokens per pass, the number of copies
         t = time.perf_counter()
@@ -639,7 +641,7 @@ def run_bench(
         def e2e_options(store: Path, directory: Path = copy_dir) -> IngestOptions:
             return IngestOptions(directory=directory, model=pipeline_model, device=device,
                                  dtype=resolved_dtype, batch_size=batch_size, force=True,
-                                 store=store, workers=workers)
+                                 store=store, workers=workers, packing=packing)
 
         # 3. model-only batches (the same chunks, length-sorted, padded per batch)
         all_texts = [t for b in passbooks for t in b.texts]
@@ -673,7 +675,9 @@ def run_bench(
             "GFLOP per token")
 
         # warm-up: kernels, allocator, compilation (as --compile auto does for a library), before
-        # any clock starts; two passes so that a dynamic-shape recompile happens here too
+        # any clock starts; two passes so that a dynamic-shape recompile happens here too. Packing
+        # is decided first, as the pipeline does: the compiled graph is traced packed or padded.
+        embedder.set_packing(packing)
         if device.startswith("cuda"):
             embedder.compile()
         with embedder.eager():  # the baseline's kernels; its inputs would compile a second graph
@@ -682,6 +686,7 @@ def run_bench(
                   if e is not embedder}
         for e in [embedder, *others.values()]:  # every GPU of a --gpus run compiles before the clock
             if e is not embedder:
+                e.set_packing(packing)
                 e.compile()
             for _ in range(2):
                 e.encode_ids(mo_ids[: max(8, len(mo_ids) // 10)], budget,
@@ -734,6 +739,7 @@ def run_bench(
                 "e2e_padding_efficiency": _median_or_none([r["e2e_padding_efficiency"] for r in runs]),
                 "token_budget": budget,
                 "compiled": bool(embedder.compiled),
+                "packed": bool(embedder.packed),
                 "gpu_util": round(_median([g["mean_pct"] for g in gpu]), 1) if gpu else None,
                 "gpu_busy_fraction": round(_median([g["busy_fraction"] for g in gpu]), 3) if gpu else None,
                 # CUDA events around every batch: busy between the first batch's start and the last's end
@@ -815,7 +821,7 @@ def run_bench(
                 multi = IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
                                       gpus=str(len(devices)), dtype=resolved_dtype,
                                       batch_size=batch_size, force=True, store=store,
-                                      workers=workers)
+                                      workers=workers, packing=packing)
                 with contextlib.ExitStack() as sampling:
                     samplers = [sampling.enter_context(GpuSampler(d)) for d in devices]
                     multi_timelines = sampling.enter_context(
@@ -946,7 +952,8 @@ def render(result: dict[str, Any]) -> str:
         f"  {'model only (same batches)':32} {num(r['model_only_tokens_per_s']):>12} tok/s  "
         f"{'':>10}             MFU {num(r['mfu_model_only'], '.3f')}",
         f"  speedup vs baseline {num(r['speedup_vs_baseline'], '.2f')}x; e2e / model only "
-        f"{num(r['e2e_vs_model_only'], '.2f')}; padding efficiency {num(r['padding_efficiency'], '.3f')} "
+        f"{num(r['e2e_vs_model_only'], '.2f')}; {'packed, ' if r.get('packed') else ''}padding efficiency "
+        f"{num(r['padding_efficiency'], '.3f')} "
         f"(e2e {num(r.get('e2e_padding_efficiency'), '.3f')}); "
         f"matmul peak {num(r['matmul_peak_tflops'], '.1f')} TFLOP/s",
         f"  GPU util {num(r['gpu_util'], '.1f')}% (busy {num(r['gpu_busy_fraction'], '.2f')}; between "
@@ -998,15 +1005,17 @@ def render(result: dict[str, Any]) -> str:
 @click.option("--profile", is_flag=True, default=False,
               help="After the repeats, one more end-to-end pass (one copy of the corpus) and "
                    "model-only pass under torch.profiler: each kernel's time per million tokens in both.")
+@click.option("--packing", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Unpadded batches in the pipeline and the model-only pass (as ingest --packing).")
 def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
-                  batch_size, json_file, workdir, workers, profile) -> None:
+                  batch_size, json_file, workdir, workers, profile, packing) -> None:
     """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books."""
     try:
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
         result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
                            workdir, dtype=dtype, gpus=gpus, workers=workers, profile=profile,
-                           progress=lambda m: click.echo(m, err=True),
+                           packing=packing, progress=lambda m: click.echo(m, err=True),
                            on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)

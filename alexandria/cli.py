@@ -148,6 +148,10 @@ def ingest_options(f):
         opt("--compile", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
             help="torch.compile the model (auto: on CUDA for runs of 200 books or more, since "
                  "compiling takes minutes; falls back to eager if it fails)."),
+        opt("--packing", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+            help="Run each batch's chunks end to end with no pad tokens (auto: on a CUDA card of "
+                 "compute capability 8.0 or newer, for bge-m3, EmbeddingGemma and other BERT, "
+                 "RoBERTa and Gemma 3 models, once a check batch matches the padded vectors)."),
         opt("--store-process/--no-store-process", default=True, show_default=True,
             help="Write to the embedded store from a child process (keeps the GIL for the GPU feed)."),
         opt("--chunk-tokens", type=int, default=512, show_default=True,

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from . import packed as _packed
 from .errors import UsageError
 from .models import ModelSpec
 from .timeline import Batch
@@ -144,6 +145,9 @@ class Embedder:
     padded_tokens: int = 0
     budget_cap: int | None = None
     compiled: bool = False
+    packed: bool = False  # unpadded batches (alexandria.packed); set_packing decides
+    _packing: str | None = None  # the mode set_packing last decided for
+    _position_start: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _queued: collections.deque = field(default_factory=collections.deque)  # events of batches on the device
     timeline: Any = None  # alexandria.timeline.Timeline while the benchmark records one
@@ -230,30 +234,19 @@ class Embedder:
         while pos < n:
             if should_stop is not None and should_stop():
                 return None
-            longest = int(lengths[order[pos]])
-            width = min(-(-longest // round_to) * round_to, max(longest, self.max_seq_length))
-            count = max(1, min(max_batch, token_budget // max(width, 1), n - pos))
-            # The short rows at the end of a group would be padded to the first row's width (the
-            # end-to-end padding efficiency was 0.86, against 0.94 for one sort over the corpus):
-            # a batch ends at a row under MIN_FILL of its width, once it holds 1/MIN_SHARE of the
-            # budget.
-            full = int(np.count_nonzero(lengths[order[pos:pos + count]] >= MIN_FILL * width))
-            count = max(1, full, min(count, -(-token_budget // (MIN_SHARE * width))))
-            rows = order[pos:pos + count]
-            real = int(lengths[rows].sum())
             if timeline is not None:
                 build_at = timeline.now()
-            # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
-            # EmbeddingGemma), so it goes with a copy of itself.
-            height = 2 if count == 1 and self.compiled else count
-            batch = np.full((height, width), pad_id, dtype=np.int64)
-            mask = np.zeros((height, width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                length = lengths[i]
-                batch[r, :length] = ids[i]
-                mask[r, :length] = 1
-            if height > count:
-                batch[1:], mask[1:] = batch[0], mask[0]
+            if self.packed:  # no padding: rows until their real tokens fill the budget
+                count, real = self._packed_rows(lengths, order, pos, token_budget, max_batch)
+                rows = order[pos:pos + count]
+                width = int(lengths[rows[0]])
+                inputs: Any = _packed.pack([ids[i] for i in rows], width, self._position_start)
+                padded = real
+            else:
+                count, rows, width, inputs = self._padded_batch(
+                    ids, lengths, order, pos, token_budget, max_batch, pad_id, round_to)
+                real = int(lengths[rows].sum())
+                padded = count * width
             if cuda:  # counted per device, across calls: the next group's first batches too
                 while len(self._queued) > AHEAD:
                     with contextlib.suppress(IndexError):  # another thread of this device took it
@@ -264,12 +257,12 @@ class Embedder:
                 begin.record(torch.cuda.current_stream(self.device))
             try:
                 if self.fault_hook is not None:
-                    self.fault_hook(count * width)
-                vectors = self._forward(torch.from_numpy(batch), torch.from_numpy(mask), cuda)[:count]
+                    self.fault_hook(padded)
+                vectors = self._forward(inputs, cuda)[:count]
             except torch.OutOfMemoryError:
                 if count == 1:
                     raise
-                token_budget = max(width, (count // 2) * width)
+                token_budget = max(width, padded // 2)
                 self.budget_cap = token_budget  # later calls start below the size that failed
                 self.oom_backoffs += 1
                 log.warning("out of GPU memory: token budget halved to %d", token_budget)
@@ -290,19 +283,58 @@ class Embedder:
             else:
                 outputs.append((rows, vectors, None))
             self.real_tokens += real
-            self.padded_tokens += count * width
+            self.padded_tokens += padded
             pos += count
         return PendingVectors(n, self.dimension, outputs)
 
-    def _forward(self, input_ids, attention, cuda: bool):
+    @staticmethod
+    def _packed_rows(lengths, order, pos: int, token_budget: int, max_batch: int) -> tuple[int, int]:
+        """(rows, real tokens) of the next packed batch: at least one row, at most max_batch."""
+        sizes = np.cumsum(lengths[order[pos:pos + max_batch]])
+        count = max(1, int(np.searchsorted(sizes, token_budget, side="right")))
+        return count, int(sizes[count - 1])
+
+    def _padded_batch(self, ids, lengths, order, pos: int, token_budget: int, max_batch: int,
+                      pad_id: int, round_to: int):
+        """The next padded batch: (rows, their indices, width, (ids, mask))."""
+        longest = int(lengths[order[pos]])
+        width = min(-(-longest // round_to) * round_to, max(longest, self.max_seq_length))
+        count = max(1, min(max_batch, token_budget // max(width, 1), len(ids) - pos))
+        # The short rows at the end of a group would be padded to the first row's width (the
+        # end-to-end padding efficiency was 0.86, against 0.94 for one sort over the corpus):
+        # a batch ends at a row under MIN_FILL of its width, once it holds 1/MIN_SHARE of the
+        # budget.
+        full = int(np.count_nonzero(lengths[order[pos:pos + count]] >= MIN_FILL * width))
+        count = max(1, full, min(count, -(-token_budget // (MIN_SHARE * width))))
+        rows = order[pos:pos + count]
+        # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
+        # EmbeddingGemma), so it goes with a copy of itself.
+        height = 2 if count == 1 and self.compiled else count
+        batch = np.full((height, width), pad_id, dtype=np.int64)
+        mask = np.zeros((height, width), dtype=np.int64)
+        for r, i in enumerate(rows):
+            length = lengths[i]
+            batch[r, :length] = ids[i]
+            mask[r, :length] = 1
+        if height > count:
+            batch[1:], mask[1:] = batch[0], mask[0]
+        return count, rows, width, (batch, mask)
+
+    def _forward(self, inputs, cuda: bool):
         import torch
 
-        if cuda:
-            input_ids = input_ids.pin_memory().to(self.device, non_blocking=True)
-            attention = attention.pin_memory().to(self.device, non_blocking=True)
+        def transfer(t):
+            return t.pin_memory().to(self.device, non_blocking=True) if cuda else t
+
+        def run():
+            if isinstance(inputs, _packed.Packed):
+                return _packed.forward(self.model, inputs, transfer)
+            input_ids, attention = (transfer(torch.from_numpy(a)) for a in inputs)
+            return self.model({"input_ids": input_ids, "attention_mask": attention})["sentence_embedding"]
+
         with self._lock, torch.inference_mode():
             try:
-                out = self.model({"input_ids": input_ids, "attention_mask": attention})
+                out = run()
             except torch.OutOfMemoryError:
                 raise
             except Exception as e:
@@ -311,8 +343,8 @@ class Embedder:
                 # A compiler problem on this machine must not fail books: eager from here on.
                 log.warning("torch.compile failed (%s); running the model uncompiled", str(e)[:200])
                 self._uncompile()
-                out = self.model({"input_ids": input_ids, "attention_mask": attention})
-            return torch.nn.functional.normalize(out["sentence_embedding"].float(), dim=-1)
+                out = run()
+            return torch.nn.functional.normalize(out.float(), dim=-1)
 
     def compile(self, backend: Any = "inductor") -> bool:
         """torch.compile(dynamic=True) of the transformer's forward, CUDA only (unless a test
@@ -336,6 +368,69 @@ class Embedder:
             return False
         self.compiled = True
         return True
+
+    def set_packing(self, mode: str = "auto") -> bool:
+        """Unpadded batches (alexandria.packed) where they hold: auto turns them on for a CUDA
+        card with the flash kernel (compute capability 8.0 or newer) and an architecture that
+        packing knows, once a check batch gives the padded forward's vectors; on forces them
+        (the CPU runs the same per-chunk attention, slowly); off keeps padded batches."""
+        import torch
+
+        mode = (mode or "auto").strip().lower()
+        if mode not in ("auto", "on", "off"):
+            raise UsageError(f"--packing must be auto, on or off, not {mode!r}.")
+        if mode == self._packing:  # every run of a process asks again
+            return self.packed
+        self._packing = mode
+        cuda = self.device.startswith("cuda")
+        why = None
+        if mode == "off":
+            why = "--packing off"
+        elif mode == "auto" and not cuda:
+            why = "not a CUDA device"
+        elif cuda and torch.cuda.get_device_capability(self.device) < (8, 0):
+            why = "the flash attention kernel needs compute capability 8.0"
+        else:
+            why = _packed.supported(self.model)
+        if why is None:
+            with self._lock:
+                _packed.enable(self.model)
+            self._position_start = _packed.position_start(self.model[0].auto_model.config) or 0
+            why = self._check_packing()
+        if why is not None:
+            if self.packed or mode == "on":
+                log.warning("padded batches for %s: %s", self.spec.name, why)
+            self.packed = False
+            return False
+        if not self.packed:
+            log.info("packed batches for %s (no pad tokens)", self.spec.name)
+        self.packed = True
+        return True
+
+    def _check_packing(self) -> str | None:
+        """Why packed vectors differ from padded ones on a few rows of varied length, or None."""
+        rng = np.random.default_rng(0)
+        vocab = int(getattr(self.model[0].auto_model.config, "vocab_size", 1000))
+        longest = min(self.max_seq_length, 96)
+        ids = [rng.integers(5, vocab, size=n) for n in (longest, 7, longest // 2, 2, 33)]
+        width = longest
+        pad_id = self.model.tokenizer.pad_token_id or 0
+        batch = np.full((len(ids), width), pad_id, dtype=np.int64)
+        mask = np.zeros_like(batch)
+        for r, row in enumerate(ids):
+            batch[r, :len(row)], mask[r, :len(row)] = row, 1
+        cuda = self.device.startswith("cuda")
+        try:
+            with self.eager():
+                padded = self._forward((batch, mask), cuda)
+                packed = self._forward(_packed.pack(ids, width, self._position_start), cuda)
+        except Exception as e:  # a kernel this torch or card lacks
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            return f"the packed forward failed ({first})"
+        worst = float((padded * packed).sum(-1).min())
+        if worst < 0.999:
+            return f"packed vectors differ from padded ones (cosine {worst:.4f})"
+        return None
 
     def _uncompile(self) -> None:
         self.model[0].auto_model.__dict__.pop("forward", None)  # back to the class's forward
@@ -365,8 +460,11 @@ class Embedder:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(self.device)
         base = torch.cuda.memory_allocated(self.device)
-        ids = torch.full((rows, seq_len), 5, dtype=torch.long)
-        self._forward(ids, torch.ones_like(ids), True)
+        ids = np.full((rows, seq_len), 5, dtype=np.int64)
+        probe_inputs: Any = (ids, np.ones_like(ids))
+        if self.packed:
+            probe_inputs = _packed.pack(list(ids), seq_len, self._position_start)
+        self._forward(probe_inputs, True)
         torch.cuda.synchronize(self.device)
         probe = torch.cuda.max_memory_allocated(self.device) - base
         reserved_other = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)

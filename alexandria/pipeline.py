@@ -79,6 +79,7 @@ class IngestOptions:
     samples: int = 3
     token_budget: int | None = None  # tokens per model batch; default batch_size x chunk_tokens (x4 on GPU)
     compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
+    packing: str = "auto"  # unpadded batches (alexandria.packed): auto (CUDA), on, off
     store_process: bool = True  # Qdrant Edge in a child process (its point building holds the GIL)
     gpus: str | None = None  # "all" or N: one embedding device per GPU (else --device a,b)
     max_vram_gb: float | None = None  # caps the token budget so the card stays under this
@@ -819,6 +820,7 @@ class Ingest:
         # Compiling takes minutes (EmbeddingGemma: ~3 on an H100): worth it for a library, not
         # for a nightly run of a few new books or a one-book test.
         big = books_to_embed >= COMPILE_MIN_BOOKS
+        embedder.set_packing(opts.packing)  # before compiling: the graph is traced packed
         if opts.compile == "on" or (opts.compile == "auto" and big and embedder.device.startswith("cuda")):
             embedder.compile()
         if opts.max_vram_gb:
