@@ -106,6 +106,9 @@ MIN_SHARE = 8  # ...once the batch holds 1/MIN_SHARE of the token budget
 # thread of the process: sampled on an H200 with 2, the device threads spent two thirds of their
 # time inside torch ops while the writer sat in a pipe send and the main thread in full queues.
 AHEAD = 1
+# --max-vram-gb: room left outside PyTorch's allocator for kernels loaded after the probe batch
+# (bge-m3 on an H200, no margin: the card's memory in use ended 0.5 GB above the limit).
+LAZY_MARGIN = 2**30
 
 
 class PendingVectors:
@@ -240,7 +243,7 @@ class Embedder:
                 count, real = self._packed_rows(lengths, order, pos, token_budget, max_batch)
                 rows = order[pos:pos + count]
                 width = int(lengths[rows[0]])
-                inputs: Any = _packed.pack([ids[i] for i in rows], width, self._position_start)
+                inputs: Any = _packed.pack([ids[i] for i in rows], self._position_start)
                 padded = real
             else:
                 count, rows, width, inputs = self._padded_batch(
@@ -423,7 +426,7 @@ class Embedder:
         try:
             with self.eager():
                 padded = self._forward((batch, mask), cuda)
-                packed = self._forward(_packed.pack(ids, width, self._position_start), cuda)
+                packed = self._forward(_packed.pack(ids, self._position_start), cuda)
         except Exception as e:  # a kernel this torch or card lacks
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             return f"the packed forward failed ({first})"
@@ -463,7 +466,7 @@ class Embedder:
         ids = np.full((rows, seq_len), 5, dtype=np.int64)
         probe_inputs: Any = (ids, np.ones_like(ids))
         if self.packed:
-            probe_inputs = _packed.pack(list(ids), seq_len, self._position_start)
+            probe_inputs = _packed.pack(list(ids), self._position_start)
         self._forward(probe_inputs, True)
         torch.cuda.synchronize(self.device)
         probe = torch.cuda.max_memory_allocated(self.device) - base
@@ -476,7 +479,20 @@ class Embedder:
                 f"{base / 2**30:.1f} GB and one {seq_len}-token chunk needs more than is left."
             )
         self.budget_cap = cap if self.budget_cap is None else min(self.budget_cap, cap)
-        log.info("--max-vram-gb %g: token budget capped at %d", max_vram_gb, self.budget_cap)
+        # The budget bounds what the model allocates; PyTorch's cache of freed blocks can still
+        # grow past the cap when batch shapes vary (packed batches all differ). The allocator's
+        # own limit makes it hand cached blocks back first, and raise an out-of-memory error
+        # (which halves the budget) only when the live tensors would not fit.
+        # Outside it: the CUDA context and whatever else holds this card now, plus a margin for
+        # kernels loaded later (CUDA loads modules lazily, as new batch shapes pick new kernels).
+        free, total = torch.cuda.mem_get_info(self.device)
+        outside = max(0, total - free - torch.cuda.memory_reserved(self.device)) + LAZY_MARGIN
+        fraction = (max_vram_gb * 2**30 - outside) / total
+        index = torch.device(self.device).index
+        torch.cuda.set_per_process_memory_fraction(
+            min(1.0, max(0.01, fraction)), torch.cuda.current_device() if index is None else index)
+        log.info("--max-vram-gb %g: token budget capped at %d, PyTorch's memory at %.1f GB",
+                 max_vram_gb, self.budget_cap, fraction * total / 2**30)
         return self.budget_cap
 
     def encode_query(self, query: str) -> list[float]:

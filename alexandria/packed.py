@@ -31,9 +31,12 @@ class Packed:
     input_ids: np.ndarray  # (tokens,)
     position_ids: np.ndarray  # (tokens,)
     cu_seqlens: np.ndarray  # (rows + 1,) int32: where each chunk starts
-    scatter: np.ndarray  # (tokens,) int64: each token's place in the (rows, width) padded form
-    mask: np.ndarray  # (rows, width): the padded form's attention mask, for pooling
+    row_of: np.ndarray  # (tokens,) int64: the chunk each token belongs to
     max_length: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.cu_seqlens) - 1
 
 
 def position_start(config) -> int | None:
@@ -43,18 +46,14 @@ def position_start(config) -> int | None:
     return start
 
 
-def pack(rows: list[np.ndarray], width: int, start: int) -> Packed:
+def pack(rows: list[np.ndarray], start: int) -> Packed:
     lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     cu = np.zeros(len(rows) + 1, dtype=np.int32)
     np.cumsum(lengths, out=cu[1:])
     ids = np.concatenate(rows).astype(np.int64, copy=False)
-    # Each token's position within its chunk, and its slot in the padded (rows, width) form.
-    offsets = np.repeat(cu[:-1].astype(np.int64), lengths)
-    within = np.arange(len(ids), dtype=np.int64) - offsets
+    within = np.arange(len(ids), dtype=np.int64) - np.repeat(cu[:-1].astype(np.int64), lengths)
     row_of = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
-    mask = np.zeros((len(rows), width), dtype=np.int64)
-    mask[row_of, within] = 1
-    return Packed(ids, within + start, cu, row_of * width + within, mask, int(lengths.max()))
+    return Packed(ids, within + start, cu, row_of, int(lengths.max()))
 
 
 def attention(module, query, key, value, attention_mask, scaling: float | None = None,
@@ -123,16 +122,29 @@ def register() -> None:
     AttentionMaskInterface.register(NAME, _mask)
 
 
+def pooling_mode(module) -> str | None:
+    """cls, mean or lasttoken: the sentence-transformers poolings packed rows can do (one mode)."""
+    if type(module).__name__ != "Pooling":
+        return None
+    mode = getattr(module, "pooling_mode", None)
+    if mode is None:  # sentence-transformers before the single pooling_mode attribute
+        legacy = {"cls_token": "cls", "mean_tokens": "mean", "lasttoken": "lasttoken",
+                  "max_tokens": "max", "mean_sqrt_len_tokens": "sqrt", "weightedmean_tokens": "w"}
+        mode = tuple(m for k, m in legacy.items() if getattr(module, f"pooling_mode_{k}", False))
+    if isinstance(mode, (list, tuple)):
+        mode = mode[0] if len(mode) == 1 else None
+    return mode if mode in ("cls", "mean", "lasttoken") else None
+
+
 def supported(model) -> str | None:
     """Why this model cannot run packed, or None if it can."""
-    transformer = model[0]
-    config = transformer.auto_model.config
+    config = model[0].auto_model.config
     if position_start(config) is None:
         return f"architecture {getattr(config, 'model_type', '?')} is not one packing knows"
     if getattr(config, "attn_logit_softcapping", None):
         return "attention logit soft-capping"
-    if len(model) < 2 or type(model[1]).__name__ != "Pooling":
-        return "no pooling layer after the transformer"
+    if len(model) < 2 or pooling_mode(model[1]) is None:
+        return "no cls, mean or last-token pooling after the transformer"
     return None
 
 
@@ -142,26 +154,32 @@ def enable(model) -> None:
 
 
 def forward(model, batch: Packed, transfer) -> Any:
-    """Sentence embeddings of a packed batch through the model's own modules."""
+    """Sentence embeddings of a packed batch: the transformer, the pooling over each chunk's
+    tokens (never a (rows x longest) padded copy: one 8192-token parent in a batch of short
+    chunks would make that gigabytes), then the model's own modules after the pooling."""
     import torch
 
-    transformer = model[0]
-    auto = transformer.auto_model
+    auto = model[0].auto_model
     ids = transfer(torch.from_numpy(batch.input_ids)).unsqueeze(0)
     positions = transfer(torch.from_numpy(batch.position_ids)).unsqueeze(0)
     cu = transfer(torch.from_numpy(batch.cu_seqlens))
-    scatter = transfer(torch.from_numpy(batch.scatter))
-    mask = transfer(torch.from_numpy(batch.mask))
     kwargs: dict[str, Any] = dict(input_ids=ids, position_ids=positions, cu_seq_lens_q=cu,
                                   cu_seq_lens_k=cu, max_length_q=batch.max_length,
                                   max_length_k=batch.max_length, return_dict=True)
     if getattr(auto.config, "layer_types", None):  # Gemma 3: no (tokens x tokens) masks to build
         kwargs["attention_mask"] = {t: None for t in set(auto.config.layer_types)}
     hidden = auto.forward(**kwargs).last_hidden_state[0]
-    rows, width = batch.mask.shape
-    tokens = hidden.new_zeros(rows * width, hidden.shape[-1]).index_copy_(0, scatter, hidden)
-    features = {"attention_mask": mask,
-                "token_embeddings": tokens.view(rows, width, -1)}
-    for module in list(model)[1:]:
+    mode = pooling_mode(model[1])
+    if mode == "cls":
+        pooled = hidden[cu[:-1].long()]
+    elif mode == "lasttoken":
+        pooled = hidden[cu[1:].long() - 1]
+    else:  # mean, summed in float32
+        row_of = transfer(torch.from_numpy(batch.row_of))
+        sums = hidden.new_zeros((batch.rows, hidden.shape[-1]), dtype=torch.float32)
+        sums.index_add_(0, row_of, hidden.float())
+        pooled = sums / (cu[1:] - cu[:-1]).unsqueeze(1)
+    features = {"sentence_embedding": pooled.to(hidden.dtype)}
+    for module in list(model)[2:]:
         features = module(features)
     return features["sentence_embedding"]
