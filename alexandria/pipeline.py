@@ -182,6 +182,7 @@ class RunReport:
     device: str = ""
     model: str = ""
     dtype: str = ""
+    packed: bool = False  # batches without pad tokens (--packing)
     collection: str = ""
     store: str = ""
     manifest: str = ""
@@ -598,6 +599,7 @@ class Ingest:
                 books_to_embed = sum(p.action == "ingest" for p in planned)
                 for e in {id(e): e for e in self._embedders}.values():
                     self._tune_embedder(e, books_to_embed)
+                self.report.packed = embedder.packed
             store = self._open_store(embedder)
             vram = VramMeter(embedder.device if embedder else "cpu")
             if store is None:  # no collection yet and nothing to write into one
