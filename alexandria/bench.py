@@ -11,7 +11,8 @@ over the baseline are the median of each repeat's own ratio):
   every book of the corpus (one pass: the copies would repeat the same work), with the model
   uncompiled: tokenization plus model, no extraction, no store.
 * model only: the same chunks pre-tokenized and fed to the model exactly as the pipeline feeds
-  it (Embedder.encode_ids: the same token budget, the same compiled or eager model), without
+  it (Embedder.encode_ids: the same token budget, the same compiled or eager model, packed or
+  padded batches as the pipeline's `--packing`), without
   extraction, chunking or store (capped on the CPU so that a test stays short).
 
 MFU counts useful FLOPs (real tokens, not padding) against a matmul peak measured on the spot in
@@ -643,7 +644,7 @@ def run_bench(
                                  dtype=resolved_dtype, batch_size=batch_size, force=True,
                                  store=store, workers=workers, packing=packing)
 
-        # 3. model-only batches (the same chunks, length-sorted, padded per batch)
+        # 3. model-only batches (the same chunks, length-sorted; packed or padded as the pipeline)
         all_texts = [t for b in passbooks for t in b.texts]
         if device.startswith("cuda"):
             mo_texts = _spread(all_texts, min(len(all_texts), GPU_MODEL_ONLY_CHUNKS))
@@ -853,7 +854,7 @@ def run_bench(
                 baseline_chunks_per_min=60 * chunks_per_pass / base_s,
                 baseline_gpu=sampler.summary(), baseline_vram_peak_mb=_vram_mb(device),
             )
-            # model only: forwards on pre-tokenized, length-sorted, padded batches
+            # model only: forwards on pre-tokenized, length-sorted batches, as the pipeline's
             real0, padded0 = embedder.real_tokens, embedder.padded_tokens
             _sync(device)
             with GpuSampler(device) as mo_sampler, _timelines([embedder]) as mo_timelines:

@@ -5,10 +5,10 @@ cannot use the flash kernel. Packed, every token is real, and attention runs per
 the variable-length flash kernel (`cu_seqlens`), the way inference servers do it.
 
 It goes through transformers' own model code: an attention function registered with
-transformers receives the chunk boundaries as keyword arguments, each chunk's positions restart
-at its first token, and the token vectors are put back in padded form for sentence-transformers'
-own pooling and dense layers. A model whose architecture is not listed here, or an attention
-kernel this torch lacks, keeps the padded batches.
+transformers receives the chunk boundaries as keyword arguments, and each chunk's positions
+restart at its first token. The pooling runs over each chunk's tokens, then the model's own
+sentence-transformers layers after it (dense, normalize). A model whose architecture or pooling
+is not listed here, or an attention kernel this torch lacks, keeps the padded batches.
 """
 
 from __future__ import annotations
