@@ -396,8 +396,12 @@ class Embedder:
         else:
             why = _packed.supported(self.model)
         if why is None:
-            with self._lock:
-                _packed.enable(self.model)
+            try:
+                with self._lock:
+                    _packed.enable(self.model)
+            except Exception as e:  # a transformers without the attention interface
+                why = f"transformers took no attention function ({str(e).strip()[:160]})"
+        if why is None:
             self._position_start = _packed.position_start(self.model[0].auto_model.config) or 0
             why = self._check_packing()
         if why is not None:
