@@ -477,6 +477,31 @@ def _vram_mb(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
+def corpus_sample(corpus: Path, model: str, synthetic_weights: bool, device: str, chunks: int,
+                  work: Path):
+    """(spec, embedder, token ids of `chunks` chunks spread over the corpus): what the GPU
+    scripts time the model on, outside the bench."""
+    from .chunk import Chunker, ChunkSettings
+    from .embed import get_embedder
+    from .models import ModelSpec, resolve_model
+    from .prepare import model_inputs
+
+    books = corpus_books(corpus)
+    if synthetic_weights:
+        alias = synthetic_alias(model)
+        folder = build_synthetic_model(alias, corpus_texts(books), Path(work) / alias, device)
+        spec = ModelSpec(alias, str(folder), cuda_dtype=SYNTHETIC[alias].cuda_dtype)
+    else:
+        spec = resolve_model(model)
+    embedder = get_embedder(spec, device, "auto")
+    passbooks, _ = dry_pass(books, embedder.tokenizer_json(), embedder.max_seq_length,
+                            ChunkSettings(), spec.document_template, spec)
+    texts = [t for b in passbooks for t in b.texts]
+    texts = _spread(texts, min(chunks, len(texts)))
+    chunker = Chunker(embedder.tokenizer_json(), embedder.max_seq_length, ChunkSettings())
+    return spec, embedder, model_inputs(chunker, texts)
+
+
 def _spread(items: list, keep: int) -> list:
     """`keep` items evenly spread over the list (all of them when there are fewer)."""
     if keep >= len(items):

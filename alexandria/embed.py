@@ -111,6 +111,19 @@ AHEAD = 1
 LAZY_MARGIN = 2**30
 
 
+def pad(rows: list[np.ndarray], width: int, pad_id: int, height: int | None = None):
+    """(ids, attention mask) of shape (height, width); rows past len(rows) repeat the first."""
+    height = height or len(rows)
+    batch = np.full((height, width), pad_id, dtype=np.int64)
+    mask = np.zeros((height, width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        batch[r, :len(row)] = row
+        mask[r, :len(row)] = 1
+    if height > len(rows):
+        batch[len(rows):], mask[len(rows):] = batch[0], mask[0]
+    return batch, mask
+
+
 class PendingVectors:
     """Embeddings still on their way from the device; result() waits for them once, in input order.
 
@@ -313,15 +326,7 @@ class Embedder:
         # A compiled graph is specialised for size 1: a lone row would recompile (minutes for
         # EmbeddingGemma), so it goes with a copy of itself.
         height = 2 if count == 1 and self.compiled else count
-        batch = np.full((height, width), pad_id, dtype=np.int64)
-        mask = np.zeros((height, width), dtype=np.int64)
-        for r, i in enumerate(rows):
-            length = lengths[i]
-            batch[r, :length] = ids[i]
-            mask[r, :length] = 1
-        if height > count:
-            batch[1:], mask[1:] = batch[0], mask[0]
-        return count, rows, width, (batch, mask)
+        return count, rows, width, pad([ids[i] for i in rows], width, pad_id, height)
 
     def _forward(self, inputs, cuda: bool):
         import torch
@@ -420,16 +425,10 @@ class Embedder:
         vocab = int(getattr(self.model[0].auto_model.config, "vocab_size", 1000))
         longest = min(self.max_seq_length, 96)
         ids = [rng.integers(5, vocab, size=n) for n in (longest, 7, longest // 2, 2, 33)]
-        width = longest
-        pad_id = self.model.tokenizer.pad_token_id or 0
-        batch = np.full((len(ids), width), pad_id, dtype=np.int64)
-        mask = np.zeros_like(batch)
-        for r, row in enumerate(ids):
-            batch[r, :len(row)], mask[r, :len(row)] = row, 1
         cuda = self.device.startswith("cuda")
         try:
             with self.eager():
-                padded = self._forward((batch, mask), cuda)
+                padded = self._forward(pad(ids, longest, self.model.tokenizer.pad_token_id or 0), cuda)
                 packed = self._forward(_packed.pack(ids, self._position_start), cuda)
         except Exception as e:  # a kernel this torch or card lacks
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__

@@ -84,29 +84,9 @@ def main(corpus, model, synthetic_weights, chunks, repeats, device, json_file):
     DEVICE = device
 
     from alexandria import bench
-    from alexandria.chunk import ChunkSettings
-    from alexandria.embed import get_embedder
-    from alexandria.models import ModelSpec, resolve_model
-    from alexandria.prepare import model_inputs
 
-    books = bench.corpus_books(corpus)
-    work = Path(tempfile.mkdtemp(prefix="gpu-variants-"))
-    if synthetic_weights:
-        alias = bench.synthetic_alias(model)
-        texts = bench.corpus_texts(books)
-        folder = bench.build_synthetic_model(alias, texts, work / alias, device)
-        spec = ModelSpec(alias, str(folder), cuda_dtype=bench.SYNTHETIC[alias].cuda_dtype)
-    else:
-        spec = resolve_model(model)
-    emb = get_embedder(spec, device, "auto")
-    passbooks, _ = bench.dry_pass(books, emb.tokenizer_json(), emb.max_seq_length, ChunkSettings(),
-                                  spec.document_template, spec)
-    from alexandria.chunk import Chunker
-
-    chunker = Chunker(emb.tokenizer_json(), emb.max_seq_length, ChunkSettings())
-    all_texts = [t for b in passbooks for t in b.texts]
-    texts = bench._spread(all_texts, min(chunks, len(all_texts)))
-    ids = model_inputs(chunker, texts)
+    spec, emb, ids = bench.corpus_sample(corpus, model, synthetic_weights, device, chunks,
+                                         Path(tempfile.mkdtemp(prefix="gpu-variants-")))
     pad = emb.model.tokenizer.pad_token_id or 0
     st = emb.model
     peak = bench.matmul_peak_tflops(device, emb.dtype)

@@ -35,26 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 @click.option("--json", "json_file", type=click.Path(path_type=Path), default=None)
 def main(corpus, model, synthetic_weights, chunks, repeats, device, compiled, json_file):
     from alexandria import bench
-    from alexandria.chunk import Chunker, ChunkSettings
-    from alexandria.embed import get_embedder
-    from alexandria.models import ModelSpec, resolve_model
     from alexandria.pipeline import IngestOptions, default_token_budget
-    from alexandria.prepare import model_inputs
 
-    books = bench.corpus_books(corpus)
-    work = Path(tempfile.mkdtemp(prefix="packing-"))
-    if synthetic_weights:
-        alias = bench.synthetic_alias(model)
-        folder = bench.build_synthetic_model(alias, bench.corpus_texts(books), work / alias, device)
-        spec = ModelSpec(alias, str(folder), cuda_dtype=bench.SYNTHETIC[alias].cuda_dtype)
-    else:
-        spec = resolve_model(model)
-    emb = get_embedder(spec, device, "auto")
-    passbooks, _ = bench.dry_pass(books, emb.tokenizer_json(), emb.max_seq_length, ChunkSettings(),
-                                  spec.document_template, spec)
-    all_texts = [t for b in passbooks for t in b.texts]
-    texts = bench._spread(all_texts, min(chunks, len(all_texts)))
-    ids = model_inputs(Chunker(emb.tokenizer_json(), emb.max_seq_length, ChunkSettings()), texts)
+    spec, emb, ids = bench.corpus_sample(corpus, model, synthetic_weights, device, chunks,
+                                         Path(tempfile.mkdtemp(prefix="packing-")))
     real = int(sum(len(x) for x in ids))
     opts = IngestOptions(model=str(spec.source), device=device)
     budget = default_token_budget(opts, emb.max_seq_length, device)
