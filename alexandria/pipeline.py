@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +51,7 @@ MAX_UNWRITTEN_GROUPS = 8
 # 16-core H200 host, each with tokenizer threads), and a device thread that loses its core in the
 # middle of a forward leaves the GPU waiting for the next kernel.
 PREP_NICE = 10
+HASH_THREADS = 8  # files hashed at once by a run's plan (alexandria.pipeline._hash_all)
 
 
 @dataclass
@@ -334,6 +335,8 @@ def plan(
 ) -> list[Planned]:
     """Decide per book from one stat each; hash only files whose size or mtime moved."""
     by_path = {r.source_path: r for r in rows.values() if r.source_path and r.calibre_id is None}
+    hashes = _hash_all([b for b in books if not (b.fail_reason or b.skip_reason or b.key)
+                        and _known_hash(b, by_path) is None])
     planned: list[Planned] = []
     seen: set[str] = set()
     for book in books:
@@ -347,15 +350,11 @@ def plan(
             continue
         content_hash = None
         if not book.key:  # a plain file: its key is its content hash, cached by path+size+mtime
-            old = by_path.get(str(book.path))
-            if old and (old.size, old.mtime_ns) == (book.size, book.mtime_ns) and old.content_hash:
-                content_hash = old.content_hash
-            else:
-                content_hash = _hash_or_none(book)
-                if content_hash is None:
-                    book.key = f"path:{book.path}"
-                    planned.append(Planned(book, "fail", "file-missing"))
-                    continue
+            content_hash = _known_hash(book, by_path) or hashes[id(book)]
+            if content_hash is None:
+                book.key = f"path:{book.path}"
+                planned.append(Planned(book, "fail", "file-missing"))
+                continue
             book.key = f"sha256:{content_hash[:32]}"
         if book.key in seen:  # the same file twice (two --file flags, or a copy in the folder)
             continue
@@ -385,6 +384,24 @@ def plan(
     return planned
 
 
+def _known_hash(book: Book, by_path: dict) -> str | None:
+    """The manifest's hash of a plain file whose size and mtime have not moved."""
+    old = by_path.get(str(book.path))
+    if old and (old.size, old.mtime_ns) == (book.size, book.mtime_ns) and old.content_hash:
+        return old.content_hash
+    return None
+
+
+def _hash_all(books: list[Book]) -> dict[int, str | None]:
+    """A first run over a plain folder hashes every file before anything else can start:
+    hashlib lets go of the GIL, so threads read and hash several at once (and hide a NAS's
+    latency)."""
+    if len(books) < 2:
+        return {id(b): _hash_or_none(b) for b in books}
+    with ThreadPoolExecutor(min(HASH_THREADS, len(books))) as pool:
+        return dict(zip(map(id, books), pool.map(_hash_or_none, books), strict=True))
+
+
 def _hash_or_none(book: Book) -> str | None:
     try:
         return library.file_hash(book.path)  # type: ignore[arg-type]
@@ -403,6 +420,80 @@ class _Writing:
     next_row: int = 0  # rows before this one are queued for the writer
     embed_s: float = 0.0  # its share of the device time of the groups it was in
     waiting: dict[int, tuple[Part, Any]] = field(default_factory=dict)  # back early, by first row
+
+
+class Preparing:
+    """Books in the worker processes, a window of them at a time, smallest and largest first
+    (start_order). It starts as soon as the plan is known, and its workers start on a thread of
+    their own (each one a fork server request; the first starts the fork server), so the first
+    books are parsed while the model loads and the store opens.
+    """
+
+    def __init__(self, to_ingest: list[Planned], workers: int, initargs: tuple) -> None:
+        self.by_key = {p.book.key: p for p in to_ingest}
+        self._queue = deque(p for p in start_order(to_ingest))
+        workers = max(1, min(workers, len(to_ingest)))  # a nightly run of 3 books starts 3 workers
+        self._window = workers * 2
+        self._inflight: dict[Future, str] = {}
+        self._pool = ProcessPoolExecutor(workers, mp_context=child_context(),
+                                         initializer=init_worker, initargs=initargs)
+        self._start_error: BaseException | None = None
+        self._starting = threading.Thread(target=self._start, name="alexandria-prepare-start",
+                                          daemon=True)
+        self._starting.start()
+
+    def _start(self) -> None:
+        try:
+            self._fill()
+        except BaseException as e:  # raised by wait(), on the main thread
+            self._start_error = e
+
+    def _fill(self) -> None:
+        while self._queue and len(self._inflight) < self._window:
+            p = self._queue.popleft()
+            b = p.book
+            task = PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title)
+            self._inflight[self._pool.submit(prepare, task)] = b.key
+
+    def wait(self, timeout: float) -> list[PreparedBook]:
+        """The books finished within `timeout` seconds (maybe none); more are started in their place."""
+        self._starting.join()
+        if self._start_error is not None:
+            raise self._start_error
+        self._fill()
+        done, _ = wait(list(self._inflight), timeout=timeout, return_when=FIRST_COMPLETED)
+        ready = [f.result() for f in done]
+        for f in done:
+            self._inflight.pop(f)
+        self._fill()
+        return ready
+
+    @property
+    def all_started(self) -> bool:
+        """Every book is in a worker or done: what is left of the run is its last few books."""
+        return not self._queue
+
+    def __bool__(self) -> bool:
+        return bool(self._queue or self._inflight)
+
+    def close(self) -> None:
+        """Idempotent; the workers finish their current book and exit on their own."""
+        self._starting.join()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def abandon(self) -> None:
+        """A failed run: the books in the workers are of no use now, so the workers go at once
+        (a wrong --collection found after they started must not wait for a diary to be parsed)."""
+        self._starting.join()
+        terminate = getattr(self._pool, "terminate_workers", None)  # Python 3.14
+        if terminate is not None:
+            terminate()
+            return
+        workers = list((getattr(self._pool, "_processes", None) or {}).values())  # before close()
+        self.close()
+        for worker in workers:
+            with contextlib.suppress(Exception):
+                worker.terminate()
 
 
 # -- the writer thread ---------------------------------------------------------------------------
@@ -535,6 +626,7 @@ class Ingest:
         self._semantic_s = 0.0  # semantic chunking's sentence embedding, part of "embed"
         self._started = 0.0
         self._group: list[Part] = []  # parts waiting to fill the next group (see _embed_and_write)
+        self._preparing: Preparing | None = None  # the books in the worker processes
         self._first_group: float | None = None  # the start-up and the tail of the run are stages too
         self._last_vectors: float | None = None
         self._writing: dict[str, _Writing] = {}  # books with parts back, not yet finished
@@ -578,27 +670,29 @@ class Ingest:
         self.report.manifest = str(mpath)
         manifest = Manifest(mpath)
         store: VectorStore | None = None
+        preparing: Preparing | None = None
         try:
             rows = manifest.rows(self.collection)
             planned = plan(books, rows, fingerprint, self.spec.source, opts.force)
             removals = prune_candidates(opts, planned, rows, everything) if opts.prune else []
             self.stage["plan"] = time.perf_counter() - t
             self.report.books_total = len(planned)
-            needs_model = any(p.action == "ingest" for p in planned) or bool(
-                manifest.in_progress(self.collection))
+            to_ingest = [p for p in planned if p.action == "ingest"]
+            needs_model = bool(to_ingest) or bool(manifest.in_progress(self.collection))
             embedder = None
             if needs_model:  # a nightly run with nothing new never loads the model
                 from .embed import get_embedder, resolve_devices
 
+                devices = resolve_devices(opts.device, opts.gpus)
+                if to_ingest:  # the first books are parsed while the model loads and the store opens
+                    preparing = self._start_preparing(to_ingest, devices[0])
                 # Several GPUs: one embedder each, fed in turn from the same extraction pool.
-                self._embedders = [get_embedder(self.spec, d, opts.dtype)
-                                   for d in resolve_devices(opts.device, opts.gpus)]
+                self._embedders = [get_embedder(self.spec, d, opts.dtype) for d in devices]
                 embedder = self._embedders[0]
                 self.report.device = ",".join(e.device for e in self._embedders)
                 self.report.dtype = embedder.dtype
-                books_to_embed = sum(p.action == "ingest" for p in planned)
                 for e in {id(e): e for e in self._embedders}.values():
-                    self._tune_embedder(e, books_to_embed)
+                    self._tune_embedder(e, len(to_ingest))
                 self.report.packed = embedder.packed
             store = self._open_store(embedder)
             vram = VramMeter(embedder.device if embedder else "cpu")
@@ -617,7 +711,7 @@ class Ingest:
                 for key, why in removals:
                     writer.submit("remove", key, why)
                 with self._gc:
-                    self._execute(planned, writer, embedder, fingerprint, run_id, vram)
+                    self._execute(planned, preparing, writer, embedder, fingerprint, run_id, vram)
             finally:
                 if writer.is_alive():
                     writer.close()
@@ -634,6 +728,10 @@ class Ingest:
             self._finish_report(started, vram)
             outcome = "interrupted" if self.stop else ("failed" if self.report.books_failed else "ok")
             manifest.finish_run(run_id, outcome, self._summary_dict())
+        except BaseException:
+            if preparing is not None:
+                preparing.abandon()
+            raise
         finally:
             closing = time.perf_counter()
             manifest.close()
@@ -686,14 +784,19 @@ class Ingest:
             "run_id": run_id,
         }
 
-    def _execute(self, planned, writer: Writer, embedder, fingerprint, run_id, vram) -> None:
-        to_ingest: list[Planned] = []
+    def _start_preparing(self, to_ingest: list[Planned], device: str) -> Preparing:
+        workers = self.opts.workers or default_workers(device)
+        gpu = device.startswith("cuda")
+        initargs = (self.tokenizer_json, self.max_seq_length, self.opts.chunk_settings(),
+                    self.spec.document_template, PREP_NICE if gpu else 0)
+        return Preparing(to_ingest, workers, initargs)
+
+    def _execute(self, planned, preparing: Preparing | None, writer: Writer, embedder, fingerprint,
+                 run_id, vram) -> None:
         for p in planned:
             b = p.book
             fields = self._row_fields(p, fingerprint, run_id)
-            if p.action == "ingest":
-                to_ingest.append(p)
-            elif p.action in ("skip", "fail"):
+            if p.action in ("skip", "fail"):
                 status = "skipped" if p.action == "skip" else "failed"
                 result = BookResult(b.key, b.title, _str(b.path), status, p.reason)
                 fields.update(status=status, reason=p.reason)
@@ -702,49 +805,28 @@ class Ingest:
                 result = BookResult(b.key, b.title, _str(b.path), "metadata")
                 writer.submit("metadata", b, result, {"status": "done", "meta_hash": fields["meta_hash"],
                                                       "title": b.title, "run_id": run_id})
-            else:
+            elif p.action != "ingest":
                 result = BookResult(b.key, b.title, _str(b.path), "unchanged")
                 writer.submit("record", b, result, {"status": "done", "size": b.size,
                                                     "mtime_ns": b.mtime_ns,
                                                     "source_path": fields["source_path"]})
-        if not to_ingest:
+        if preparing is None:
             return
-        tasks = {
-            p.book.key: PrepareTask(p.book.key, str(p.book.path), p.book.fmt or "epub", p.book.title)
-            for p in to_ingest
-        }
-        by_key = {p.book.key: p for p in to_ingest}
-        workers = self.opts.workers or default_workers(embedder.device if embedder else "cpu")
-        workers = max(1, min(workers, len(tasks)))  # a nightly run of 3 books starts 3 workers
-        gpu = embedder is not None and embedder.device.startswith("cuda")
-        initargs = (self.tokenizer_json, self.max_seq_length,
-                    self.opts.chunk_settings(), self.spec.document_template, PREP_NICE if gpu else 0)
+        self._preparing = preparing
         self._start_feeders(embedder)
         self._unwritten = queue.Queue(maxsize=MAX_UNWRITTEN_GROUPS * len(self._feeders))
         points = threading.Thread(target=self._write_points, name="alexandria-points", daemon=True,
-                                  args=(writer, vram, by_key, fingerprint, run_id))
+                                  args=(writer, vram, preparing.by_key, fingerprint, run_id))
         points.start()
-        pool = ProcessPoolExecutor(workers, mp_context=child_context(), initializer=init_worker,
-                                   initargs=initargs)
         try:
-            queue_keys = deque(p.book.key for p in start_order(to_ingest))
-            inflight: dict[Future, str] = {}
-            window = workers * 2
-            while (queue_keys or inflight) and not self.stop:
+            while preparing and not self.stop:
                 if self._points_error is not None:
                     break  # raised below, once the devices are stopped
-                while queue_keys and len(inflight) < window:
-                    key = queue_keys.popleft()
-                    inflight[pool.submit(prepare, tasks[key])] = key
                 t = time.perf_counter()
-                done, _ = wait(list(inflight), timeout=WAIT_S, return_when=FIRST_COMPLETED)
+                ready = preparing.wait(WAIT_S)
                 self.stage["prepare_wait"] += time.perf_counter() - t
-                ready = [f.result() for f in done]
-                for f in done:
-                    inflight.pop(f)
-                self._embed_and_write(ready, by_key, writer, embedder, fingerprint, run_id)
-                if self._group and not self.stop and (
-                        not (queue_keys or inflight) or self._devices_hungry()):
+                self._embed_and_write(ready, preparing.by_key, writer, embedder, fingerprint, run_id)
+                if self._group and not self.stop and (not preparing or self._devices_hungry()):
                     self._flush_group()
             if self._group:  # stopped (or failed) before it went to a device: the next run does it
                 log.info("abandoned %d book(s) before embedding; the next run does them",
@@ -752,7 +834,7 @@ class Ingest:
                 self._group = []
         finally:
             # the workers exit on their own: the last groups need not wait for them
-            pool.shutdown(wait=False, cancel_futures=True)
+            preparing.close()
             for feeder in self._feeders:  # the last groups (their vectors come back even after a stop)
                 feeder.close()
             self._embedded.put(None)
@@ -801,7 +883,12 @@ class Ingest:
                 tokens += part.tokens
 
     def _group_limit(self) -> int:
-        return self._token_budget() * GROUP_BUDGETS
+        """One budget per group once every book is in a worker: the last groups then end
+        together on several GPUs (a last group of four budgets kept one of two H200s busy a
+        second after the other), and the run's last vectors, written after the GPU is done,
+        are one budget's worth."""
+        tail = self._preparing is not None and self._preparing.all_started
+        return self._token_budget() * (1 if tail else GROUP_BUDGETS)
 
     def _devices_hungry(self) -> bool:
         """A device has less than a group's worth of work queued: better a part-filled group now

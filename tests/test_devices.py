@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from alexandria.embed import resolve_devices
@@ -9,7 +11,9 @@ from alexandria.errors import UsageError
 from alexandria.pipeline import IngestOptions, ingest
 from alexandria.store import EdgeStore
 
-from .conftest import status_json
+from .conftest import EPUBS, status_json
+
+MORE_BOOKS = ["idpf-childrens-literature.epub", "idpf-epub30-spec.epub", "idpf-mymedia_lite.epub"]
 
 
 def test_device_lists_and_gpus():
@@ -95,6 +99,9 @@ def test_a_group_fills_across_books_unless_a_device_runs_out_of_work(small_libra
         return embed_group(self, parts, tokens)
 
     monkeypatch.setattr(pipeline.Ingest, "_embed_group", recording)
+    # four books are soon all in the one worker's window, which cuts groups to one budget (the
+    # next test): here the group limit stays at four budgets
+    monkeypatch.setattr(pipeline.Preparing, "all_started", property(lambda self: False))
     books = len(list(small_library.iterdir()))
     budget = 4096
     for hungry, store in ((False, tmp_path / "full"), (True, tmp_path / "hungry")):
@@ -116,3 +123,34 @@ def test_a_group_fills_across_books_unless_a_device_runs_out_of_work(small_libra
             # then goes alone
             assert all(t <= limit or n == 1 for n, t in groups)
             assert any(n > 1 for n, _ in groups) and len(groups) < books
+
+
+def test_the_last_books_go_in_groups_of_one_budget(small_library, tmp_path, monkeypatch):
+    """Once every book is in a worker, a group holds one token budget, not four: the last groups
+    end together on several GPUs, and the last vectors (written after the GPU is done) are few."""
+    import alexandria.pipeline as pipeline
+
+    groups: list[tuple[int, int, bool]] = []  # (books, tokens, every book started) per group
+    embed_group = pipeline.Ingest._embed_group
+
+    def recording(self, parts, tokens):
+        groups.append((len({id(p.book) for p in parts}), tokens, self._preparing.all_started))
+        return embed_group(self, parts, tokens)
+
+    monkeypatch.setattr(pipeline.Ingest, "_embed_group", recording)
+    monkeypatch.setattr(pipeline.Ingest, "_devices_hungry", lambda self: False)
+    monkeypatch.setattr(pipeline, "UPSERT_BATCH", 8)  # big books in parts of about a group
+    for name in MORE_BOOKS:  # more books than the one worker's window of two
+        shutil.copy2(EPUBS / "books" / name, small_library / name)
+    budget = 1024
+    opts = IngestOptions(directory=small_library, model="minilm", device="cpu",
+                         store=tmp_path / "store", token_budget=budget, workers=1)
+    report = ingest(opts)
+    assert report.books_failed == 0 and report.books_done == len(list(small_library.iterdir()))
+    assert status_json(tmp_path / "store")["mismatches"] == 0
+    before = [(n, t) for n, t, tail in groups if not tail]
+    tail = [(n, t) for n, t, tail in groups if tail]
+    assert before and tail and sum(t for _, t in before + tail) == report.tokens
+    assert any(t > budget for _, t in before)  # four budgets while books keep coming
+    assert len(tail) > 1 and all(t <= budget or n == 1 for n, t in tail)  # one at the end
+    # (a part of a big book may be over the budget: it ends on a whole upsert batch)

@@ -190,3 +190,63 @@ def test_dry_run_loads_no_model_and_writes_nothing(small_library, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "chunks" in proc.stdout and "tokens/chunk" in proc.stdout
     assert not store.exists()
+
+
+def test_a_plain_folder_is_keyed_by_each_files_own_hash(small_library):
+    """The plan hashes a first run's files on several threads: each key is still its own file's
+    hash, a copy of a file is one book, and a file gone since the scan fails alone."""
+    from alexandria import library
+    from alexandria.pipeline import HASH_THREADS, plan
+
+    first = sorted(small_library.iterdir())[0]
+    shutil.copy2(first, small_library / "a copy.epub")
+    books = library.scan(small_library)
+    gone = books[-1].path
+    gone.unlink()
+    assert len(books) >= 2 and HASH_THREADS > 1  # the threaded path
+    planned = plan(books, {}, "fingerprint", "model", False)
+    by_path = {p.book.path: p for p in planned}
+    assert by_path[gone].action == "fail" and by_path[gone].reason == "file-missing"
+    ingest = [p for p in planned if p.action == "ingest"]
+    assert len(ingest) == len(books) - 2  # the copy is the same book; the gone file failed
+    for p in ingest:
+        digest = library.file_hash(p.book.path)
+        assert p.content_hash == digest and p.book.key == f"sha256:{digest[:32]}"
+
+
+def test_a_run_that_fails_stops_its_book_workers(tmp_path, monkeypatch):
+    """Books are parsed while the model loads and the store opens; when the store then fails
+    (here: another model's collection), the workers are stopped, not left parsing a 4 MB diary
+    that nothing will use."""
+    import signal
+
+    import pytest
+
+    from alexandria import pipeline
+    from alexandria.errors import UsageError
+
+    need_corpus()
+    lib = tmp_path / "library"
+    lib.mkdir()
+    shutil.copy2(EPUBS / "books/se-the-diary-of-samuel-pepys.epub", lib)
+    store = tmp_path / "store"
+    EdgeStore(store, "shared", 1024).close()
+    workers: list = []
+    abandon = pipeline.Preparing.abandon
+
+    def recording(self):
+        self._starting.join()
+        workers.extend(self._pool._processes.values())
+        abandon(self)
+
+    monkeypatch.setattr(pipeline.Preparing, "abandon", recording)
+    opts = pipeline.IngestOptions(directory=lib, model="minilm", device="cpu", store=store,
+                                  collection="shared", workers=1)
+    with pytest.raises(UsageError, match="1024-dimensional"):
+        pipeline.ingest(opts)
+    assert workers
+    for w in workers:
+        w.join(30)
+        # Stopped mid-book (the diary takes a core ~15 s): -SIGTERM, or 255 where the pool's own
+        # thread read the fork server's report first. A worker that finished the book exits 0.
+        assert w.exitcode in (-signal.SIGTERM, 255)
