@@ -455,11 +455,16 @@ class Preparing:
             task = PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title)
             self._inflight[self._pool.submit(prepare, task)] = b.key
 
-    def wait(self, timeout: float) -> list[PreparedBook]:
-        """The books finished within `timeout` seconds (maybe none); more are started in their place."""
+    def _started(self) -> None:
+        """Wait for the first window to be handed out: until then a book is in neither the queue
+        nor the futures (a run of one book once ended here as if it had none left)."""
         self._starting.join()
         if self._start_error is not None:
             raise self._start_error
+
+    def wait(self, timeout: float) -> list[PreparedBook]:
+        """The books finished within `timeout` seconds (maybe none); more are started in their place."""
+        self._started()
         self._fill()
         done, _ = wait(list(self._inflight), timeout=timeout, return_when=FIRST_COMPLETED)
         ready = [f.result() for f in done]
@@ -471,9 +476,11 @@ class Preparing:
     @property
     def all_started(self) -> bool:
         """Every book is in a worker or done: what is left of the run is its last few books."""
+        self._started()
         return not self._queue
 
     def __bool__(self) -> bool:
+        self._started()
         return bool(self._queue or self._inflight)
 
     def close(self) -> None:
