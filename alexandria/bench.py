@@ -84,16 +84,27 @@ class SyntheticArch:
     pad: str
     unk: str
     dense: tuple[int, ...] = ()  # EmbeddingGemma's two projection layers after pooling
+    # SentencePiece's nmt_nfkc (XLM-R, so bge-m3): NFKC, then these become spaces, and the
+    # converted tokenizer folds runs of spaces into one
+    nmt_spaces: bool = False
+    # Gemma 3's own tokenizer pre-splits no words (BPE over the whole text, spaces as the marker),
+    # so a chunk's tokens in its chapter are never reused there (alexandria.chunk.IdReuse): its
+    # stand-in is trained on words, then runs unsplit (the same tokens, no piece spans a marker).
+    presplit: bool = True
+
+
+NMT_SPACES = "[\t\n\f\r\u1680\u200b\u200c\u200e\u200f\u2028\u2029\u2581\ufeff\ufffd]"
 
 
 SYNTHETIC = {
     # BAAI/bge-m3: XLM-RoBERTa large, CLS pooling, 8192 positions.
     "bge-m3": SyntheticArch("bge-m3", "float16", 8192, "cls",
-                            ("<s>", "<pad>", "</s>", "<unk>", "<mask>"), "<s>", "</s>", "<pad>", "<unk>"),
+                            ("<s>", "<pad>", "</s>", "<unk>", "<mask>"), "<s>", "</s>", "<pad>", "<unk>",
+                            nmt_spaces=True),
     # google/embeddinggemma-300m: Gemma 3 text, bidirectional, mean pooling, 768 -> 3072 -> 768.
     "embeddinggemma": SyntheticArch("embeddinggemma", "bfloat16", 2048, "mean",
                                     ("<pad>", "<eos>", "<bos>", "<unk>", "<mask>"), "<bos>", "<eos>",
-                                    "<pad>", "<unk>", dense=(3072,)),
+                                    "<pad>", "<unk>", dense=(3072,), presplit=False),
 }
 
 
@@ -161,7 +172,16 @@ def config_parameter_counts(config) -> tuple[int, int]:
 
 def train_tokenizer(texts: list[str], arch: SyntheticArch, vocab_size: int = TOKENIZER_VOCAB):
     """A SentencePiece-like Unigram tokenizer trained on (a sample of) the corpus text."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     total = sum(len(t) for t in texts) or 1
@@ -169,6 +189,11 @@ def train_tokenizer(texts: list[str], arch: SyntheticArch, vocab_size: int = TOK
     sample = [t[: max(200, int(len(t) * share))] for t in texts if t.strip()]
     tk = Tokenizer(models.Unigram())
     tk.normalizer = normalizers.NFKC()
+    if arch.nmt_spaces:
+        tk.normalizer = normalizers.Sequence([
+            normalizers.NFKC(), normalizers.Replace(Regex(NMT_SPACES), " "),
+            normalizers.Replace(Regex(" {2,}"), " "),
+        ])
     tk.pre_tokenizer = pre_tokenizers.Metaspace()
     tk.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(
@@ -176,6 +201,8 @@ def train_tokenizer(texts: list[str], arch: SyntheticArch, vocab_size: int = TOK
         show_progress=False,
     )
     tk.train_from_iterator(sample, trainer)
+    if not arch.presplit:
+        tk.pre_tokenizer = pre_tokenizers.Metaspace(split=False)
     bos, eos = tk.token_to_id(arch.bos), tk.token_to_id(arch.eos)
     tk.post_processor = processors.TemplateProcessing(
         single=f"{arch.bos} $A {arch.eos}", pair=f"{arch.bos} $A {arch.eos} $B {arch.eos}",
