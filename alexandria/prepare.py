@@ -122,7 +122,7 @@ def chunk_chapters(out: PreparedBook, chapters: list, chunker: Chunker, template
         if not out.sentences.spans:
             raise BookError("no-text", "no chapter has any text to embed")
         return
-    out.chunks = chunker.chunk(chapters, reserved=reserved)
+    out.chunks = chunker.chunk(chapters, reserved=reserved, keep_ids=not template)
     if not out.chunks:
         raise BookError("no-text", "no chapter has any text to embed")
     if strategy == "hierarchical":
@@ -136,10 +136,31 @@ def document_text(template: object, title: str, text: str) -> str:
 
 def chunk_inputs(chunker: Chunker, chunks: list[Chunk], template: object, title: str
                  ) -> list[np.ndarray]:
-    """Model inputs per chunk; a parent's text is cut to a prefix first (the model is cut anyway)."""
+    """Model inputs per chunk; a parent's text is cut to a prefix first (the model is cut anyway).
+
+    Without a document prompt, a chunk whose tokens in its chapter are what its text gives alone
+    (Chunk.ids) is not tokenized again; two of them per book are, and compared, so that a
+    tokenizer this reasoning does not fit costs speed, never other vectors.
+    """
+    reused = [] if template else [i for i, c in enumerate(chunks) if c.ids is not None]
+    out: list[np.ndarray | None] = [None] * len(chunks)
+    for i in reused:
+        out[i] = chunker.with_specials(chunks[i].ids)
+    later = [i for i in reused if chunks[i].char_start > 0]
+    checked = {later[len(later) // 2], later[-1]} if later else set()
+    if any(not np.array_equal(out[i], model_inputs(chunker, [chunks[i].text])[0])
+           for i in checked):
+        out = [None] * len(chunks)
+    for c in chunks:
+        c.ids = None  # not sent back to the main process: token_ids carry them
+    todo = [i for i, ids in enumerate(out) if ids is None]
     prefix = chunker.max_seq_length * 16
-    texts = [c.text[:prefix] if c.kind == "parent" else c.text for c in chunks]
-    return model_inputs(chunker, [document_text(template, title, t) for t in texts])
+    texts = [chunks[i].text[:prefix] if chunks[i].kind == "parent" else chunks[i].text
+             for i in todo]
+    for i, ids in zip(todo, model_inputs(chunker, [document_text(template, title, t)
+                                                   for t in texts]), strict=True):
+        out[i] = ids
+    return out  # type: ignore[return-value]
 
 
 def complete_semantic(books: list[PreparedBook], chunker: Chunker, template: str | None, embedder,
@@ -178,12 +199,8 @@ def book_capacity(chunker: Chunker, template: str | None, title: str) -> int:
 
 
 def model_inputs(chunker: Chunker, texts: list[str]) -> list[np.ndarray]:
-    limit = chunker.max_seq_length
-    out = []
-    for enc in chunker.tokenizer.encode_batch(texts, add_special_tokens=True):
-        ids = enc.ids if len(enc.ids) <= limit else enc.ids[: limit - 1] + enc.ids[-1:]
-        out.append(np.asarray(ids, dtype=np.int32))
-    return out
+    return [chunker.fit(np.asarray(enc.ids, dtype=np.int32))
+            for enc in chunker.tokenizer.encode_batch(texts, add_special_tokens=True)]
 
 
 def _read(path: Path) -> bytes:

@@ -17,8 +17,8 @@ import numpy as np
 
 # Strength of a break *before* the token at which it lands.
 PARAGRAPH, LINE, SENTENCE, CLAUSE, WORD = 5, 4, 3, 2, 1
-_WHITESPACE = np.array([9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
-                        0x202F, 0x205F, 0x3000], dtype=np.uint32)
+WHITESPACE = np.array([9, 10, 11, 12, 13, 32, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B), 0x2028, 0x2029,
+                       0x202F, 0x205F, 0x3000], dtype=np.uint32)
 _BREAKS = (
     (CLAUSE, re.compile(r"[,;:\u2013\u2014][\"'\u201d\u2019\u00bb)\]]*\s+|[\u3001\uff0c\uff1b\uff1a]")),
     (SENTENCE, re.compile(
@@ -36,6 +36,7 @@ class Window:
     start: int  # char span in the text, whitespace trimmed
     end: int
     tokens: int  # tokens of the span inside the whole text (no special tokens)
+    first: int = 0  # index of its first token in the whole text's tokens
 
 
 def break_levels(text: str, ends: np.ndarray) -> np.ndarray:
@@ -44,7 +45,7 @@ def break_levels(text: str, ends: np.ndarray) -> np.ndarray:
     levels = np.zeros(n + 1, dtype=np.int8)
     # Word breaks, vectorised (there is one per word): a token that starts at or right after a space.
     chars = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    space = np.isin(chars, _WHITESPACE)
+    space = np.isin(chars, WHITESPACE)
     starts = np.concatenate(([0], ends[:-1]))  # the gap before a token belongs to it
     levels[:n][space[np.minimum(starts, len(chars) - 1)]] = WORD
     for level, pattern in _BREAKS:
@@ -90,7 +91,7 @@ def windows(text: str, offsets: list[tuple[int, int]], capacity: int, overlap: i
         while b > a and text[b - 1].isspace():
             b -= 1
         if b > a:
-            out.append(Window(a, b, end - start))
+            out.append(Window(a, b, end - start, start))
         if end >= n:
             break
         nxt = end

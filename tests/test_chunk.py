@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alexandria.chunk import Chunker, ChunkSettings
+from alexandria.chunk import Chunker, ChunkSettings, IdReuse
 from alexandria.extract import Chapter, extract_epub
 from alexandria.models import resolve_model
 
@@ -63,3 +63,92 @@ def test_splits_at_paragraphs_first(tokenizer_json):
 def test_reserved_prompt_tokens_shrink_capacity(tokenizer_json):
     chunker = Chunker(tokenizer_json, 256, ChunkSettings())
     assert chunker.capacity(reserved=20) == 234
+
+
+# -- chunk tokens reused as model inputs ----------------------------------------------------------
+
+REUSE_BOOKS = ("books/idpf-moby-dick.epub", "books/idpf-jlreq-in-japanese.epub",
+               "books/idpf-regime-anticancer-arabic.epub", "books/idpf-sous-le-vent.epub",
+               "books/se-the-devils-dictionary.epub")
+
+
+@pytest.fixture(scope="module")
+def reuse_chapters() -> list[list[Chapter]]:
+    return [chapters_of(name) for name in REUSE_BOOKS]
+
+
+@pytest.fixture(scope="module")
+def sentencepiece_jsons(reuse_chapters) -> dict[str, str]:
+    """Unigram + Metaspace tokenizers trained on these books: one normalizing like bge-m3's
+    (nmt_nfkc: newlines become spaces), one keeping newlines, one marking no first word, and
+    the bench's EmbeddingGemma stand-in, which splits no words first (as Gemma's own)."""
+    from tokenizers import Tokenizer, pre_tokenizers
+
+    from alexandria.bench import SYNTHETIC, train_tokenizer
+
+    texts = [c.text for book in reuse_chapters for c in book]
+    nmt = train_tokenizer(texts, SYNTHETIC["bge-m3"], vocab_size=8000).backend_tokenizer
+    unsplit = train_tokenizer(texts, SYNTHETIC["embeddinggemma"], vocab_size=8000).backend_tokenizer
+    newlines = Tokenizer.from_str(unsplit.to_str())
+    newlines.pre_tokenizer = pre_tokenizers.Metaspace()
+    never = Tokenizer.from_str(nmt.to_str())
+    never.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="never")
+    return {"nmt": nmt.to_str(), "newlines": newlines.to_str(), "never": never.to_str(),
+            "unsplit": unsplit.to_str()}
+
+
+def _inputs_both_ways(chunker: Chunker, chapters: list[Chapter]):
+    from alexandria.prepare import chunk_inputs, model_inputs
+
+    chunks = chunker.chunk(chapters)
+    reused = [(c.ids, c.text) for c in chunks if c.ids is not None]  # before chunk_inputs
+    alone = model_inputs(chunker, [c.text for c in chunks])
+    return chunks, reused, chunk_inputs(chunker, chunks, None, "t"), alone
+
+
+@pytest.mark.parametrize("kind, least", [("minilm", 0.8), ("nmt", 0.8), ("newlines", 0.2)])
+def test_chunk_tokens_are_reused_only_where_they_read_the_same_alone(
+        kind, least, tokenizer_json, sentencepiece_jsons, reuse_chapters):
+    from alexandria.prepare import model_inputs
+
+    tj = tokenizer_json if kind == "minilm" else sentencepiece_jsons[kind]
+    chunker = Chunker(tj, 512, ChunkSettings(chunk_tokens=200, overlap=32))
+    total = reused_total = 0
+    for chapters in reuse_chapters:
+        chunks, reused, inputs, alone = _inputs_both_ways(chunker, chapters)
+        for ids, text in reused:  # each one exact, not only the two that chunk_inputs checks
+            assert chunker.with_specials(ids).tolist() == model_inputs(chunker, [text])[0].tolist()
+        assert [a.tolist() for a in inputs] == [b.tolist() for b in alone]
+        assert all(c.ids is None for c in chunks)  # not sent back to the main process
+        total += len(chunks)
+        reused_total += len(reused)
+    # BERT splits at every whitespace; nmt_nfkc turns newlines into spaces, so paragraph cuts
+    # are clean; a tokenizer that keeps newlines as tokens has clean cuts between sentences only.
+    # Japanese has no spaces to cut after: its chunks are tokenized again.
+    assert reused_total >= least * total
+
+
+def test_a_tokenizer_whose_cut_words_read_differently_tokenizes_every_chunk(
+        sentencepiece_jsons, reuse_chapters):
+    from alexandria.prepare import model_inputs
+
+    chunker = Chunker(sentencepiece_jsons["never"], 512, ChunkSettings(chunk_tokens=200, overlap=32))
+    chapters = reuse_chapters[0]
+    _, reused, inputs, alone = _inputs_both_ways(chunker, chapters)
+    assert not reused  # no mark before a text's first word: a chunk's first word reads differently
+    assert [a.tolist() for a in inputs] == [b.tolist() for b in alone]
+    # Reused anyway, the tokens are wrong, and the two chunks checked per book catch it.
+    chunker.reuse = IdReuse(chunker.tokenizer, {"type": "Metaspace"})
+    _, reused, inputs, alone = _inputs_both_ways(chunker, chapters)
+    assert reused and any(chunker.with_specials(ids).tolist() != model_inputs(chunker, [text])[0].tolist()
+                          for ids, text in reused)
+    assert [a.tolist() for a in inputs] == [b.tolist() for b in alone]
+
+
+def test_a_tokenizer_that_splits_no_words_first_tokenizes_every_chunk(
+        sentencepiece_jsons, reuse_chapters):
+    """EmbeddingGemma's stand-in in the bench, like Gemma's own tokenizer: no reuse."""
+    chunker = Chunker(sentencepiece_jsons["unsplit"], 512, ChunkSettings(chunk_tokens=200, overlap=32))
+    assert not chunker.reuse
+    _, reused, inputs, alone = _inputs_both_ways(chunker, reuse_chapters[0])
+    assert not reused and [a.tolist() for a in inputs] == [b.tolist() for b in alone]
