@@ -32,7 +32,16 @@ from .models import ModelSpec, resolve_model
 from .orphan import child_context
 from .pages import page_range
 from .paths import resolve_library_path
-from .prepare import PreparedBook, PrepareTask, init_worker, prepare
+from .prepare import (
+    PartTask,
+    PreparedBook,
+    PrepareTask,
+    init_worker,
+    merge_parts,
+    prepare,
+    prepare_part,
+    split_chapters,
+)
 from .store import PointBlock, StoreError, VectorStore, open_store, parent_point_id
 from .store_process import StoreProcess
 
@@ -52,6 +61,9 @@ MAX_UNWRITTEN_GROUPS = 8
 # middle of a forward leaves the GPU waiting for the next kernel.
 PREP_NICE = 10
 HASH_THREADS = 8  # files hashed at once by a run's plan (alexandria.pipeline._hash_all)
+# A book with more text than this (characters; ~120k tokens, about a second of one core) is
+# chunked by several workers at once, in parts of about this much text (at most one per worker).
+PART_CHARS = 500_000
 
 
 @dataclass
@@ -432,9 +444,13 @@ class Preparing:
     def __init__(self, to_ingest: list[Planned], workers: int, initargs: tuple) -> None:
         self.by_key = {p.book.key: p for p in to_ingest}
         self._queue = deque(p for p in start_order(to_ingest))
-        workers = max(1, min(workers, len(to_ingest)))  # a nightly run of 3 books starts 3 workers
-        self._window = workers * 2
+        self._max_parts = workers = max(1, workers)
+        self._window = 2 * min(workers, len(to_ingest))
         self._inflight: dict[Future, str] = {}
+        # big books whose parts are out: key -> (the extracted book, its parts so far)
+        self._split: dict[str, tuple[PreparedBook, list[PreparedBook | None]]] = {}
+        # A fork server's pool starts a worker only when no idle one can take a task: a nightly
+        # run of 3 books starts 3, more only for a big book's parts (a one-book test run too).
         self._pool = ProcessPoolExecutor(workers, mp_context=child_context(),
                                          initializer=init_worker, initargs=initargs)
         self._start_error: BaseException | None = None
@@ -452,7 +468,8 @@ class Preparing:
         while self._queue and len(self._inflight) < self._window:
             p = self._queue.popleft()
             b = p.book
-            task = PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title)
+            task = PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title,
+                               max_parts=self._max_parts, part_chars=PART_CHARS)
             self._inflight[self._pool.submit(prepare, task)] = b.key
 
     def _started(self) -> None:
@@ -467,11 +484,34 @@ class Preparing:
         self._started()
         self._fill()
         done, _ = wait(list(self._inflight), timeout=timeout, return_when=FIRST_COMPLETED)
-        ready = [f.result() for f in done]
+        ready = []
         for f in done:
             self._inflight.pop(f)
+            result = f.result()
+            if result.part is not None:
+                head, parts = self._split[result.book_key]
+                parts[result.part] = result
+                if all(part is not None for part in parts):
+                    del self._split[result.book_key]
+                    ready.append(merge_parts(head, parts))  # type: ignore[arg-type]
+            elif result.parts:
+                self._start_parts(result)
+            else:
+                ready.append(result)
         self._fill()
         return ready
+
+    def _start_parts(self, head: PreparedBook) -> None:
+        """A big book's chapter groups go to the pool at once. They count in the window, so no
+        more books are started until they are taken: only the books already handed out run
+        before them."""
+        groups = split_chapters(head.chapters or [], head.parts)
+        self._split[head.book_key] = (head, [None] * len(groups))
+        for number, chapters in enumerate(groups):
+            task = PartTask(head.book_key, number, chapters, head.prompt_title)
+            future = self._pool.submit(prepare_part, task)
+            self._inflight[future] = head.book_key
+        head.chapters = None
 
     @property
     def all_started(self) -> bool:

@@ -27,6 +27,20 @@ class PrepareTask:
     path: str
     fmt: str
     title: str  # the library's title, for a model's document prompt
+    # Into how many parts at most a big book's chunking may be split, and the text per part
+    # (characters): 1 never splits (alexandria.pipeline.Preparing sets both).
+    max_parts: int = 1
+    part_chars: int = 0
+
+
+@dataclass
+class PartTask:
+    """Some of a big book's chapters, chunked and tokenized by another worker."""
+
+    book_key: str
+    part: int
+    chapters: list
+    title: str  # the document prompt's title
 
 
 @dataclass
@@ -50,6 +64,11 @@ class PreparedBook:
     prompt_title: str = "none"
     # Paged books (PDF): chapter index -> (first page, where each page starts in its text)
     pages: dict[int, tuple[int, list[int]]] = field(default_factory=dict)
+    # A big book comes back extracted but not chunked: its chapters, in this many groups, go to
+    # other workers (PartTask) and merge_parts() joins what they send back. None otherwise.
+    chapters: list | None = None
+    parts: int = 0
+    part: int | None = None  # which part of a big book this is (prepare_part)
 
     @property
     def tokens(self) -> int:
@@ -93,7 +112,12 @@ def prepare(task: PrepareTask) -> PreparedBook:
         out.pages = page_map(book.chapters)
         chunker: Chunker = _state["chunker"]  # type: ignore[assignment]
         template = _state.get("template")
-        chunk_chapters(out, book.chapters, chunker, template, task.title or book.title or "none")
+        title = task.title or book.title or "none"
+        parts = _parts(book.chapters, chunker, task)
+        if parts > 1:
+            out.chapters, out.parts, out.prompt_title = book.chapters, parts, title
+        else:
+            chunk_chapters(out, book.chapters, chunker, template, title)
     except BookError as e:
         out.reason, out.detail, out.chunks = e.reason, e.detail, []
         out.token_ids, out.sentences = [], None
@@ -105,8 +129,72 @@ def prepare(task: PrepareTask) -> PreparedBook:
     return out
 
 
+def _parts(chapters: list, chunker: Chunker, task: PrepareTask) -> int:
+    """One huge book (a 4 MB diary: ~15 s of one core) prepared whole is what the GPU waits for
+    while the other workers are done: its chapters are chunked by several workers instead. The
+    semantic chunker's breaks need the whole book's sentences, so it is never split."""
+    if task.max_parts < 2 or task.part_chars < 1 or chunker.settings.strategy == "semantic":
+        return 1
+    chars = sum(len(c.text) for c in chapters)
+    return max(1, min(task.max_parts, len(chapters), -(-chars // task.part_chars)))
+
+
+def split_chapters(chapters: list, parts: int) -> list[list]:
+    """Consecutive groups of chapters of about equal text (a chapter is never cut)."""
+    total = sum(len(c.text) for c in chapters) or 1
+    groups: list[list] = [[] for _ in range(parts)]
+    done = 0
+    for c in chapters:
+        groups[min(parts - 1, done * parts // total)].append(c)
+        done += len(c.text)
+    return [g for g in groups if g]
+
+
+def prepare_part(task: PartTask) -> PreparedBook:
+    """Never raises, as prepare(); a part without text is no failure (the book may have more)."""
+    started = time.perf_counter()
+    out = PreparedBook(task.book_key, part=task.part)
+    try:
+        chunk_chapters(out, task.chapters, _state["chunker"], _state.get("template"),  # type: ignore[arg-type]
+                       task.title, allow_empty=True)
+    except BookError as e:
+        out.reason, out.detail, out.chunks, out.token_ids = e.reason, e.detail, [], []
+    except MemoryError:
+        out.reason, out.detail, out.chunks = "too-large", "ran out of memory while chunking", []
+    except Exception as e:
+        out.reason, out.detail, out.chunks = f"unexpected:{type(e).__name__}", str(e)[:300], []
+    out.seconds = time.perf_counter() - started
+    return out
+
+
+def merge_parts(head: PreparedBook, parts: list[PreparedBook]) -> PreparedBook:
+    """The book as one worker would have prepared it: chunks renumbered in reading order, then
+    the hierarchical parents; the first failed part fails the book."""
+    failed = next((p for p in parts if p.reason), None)
+    head.chapters, head.parts = None, 0
+    head.seconds += max((p.seconds for p in parts), default=0.0)  # the parts ran side by side
+    if failed is not None:
+        head.reason, head.detail = failed.reason, failed.detail
+        return head
+    chunks, ids, parents, parent_ids = [], [], [], []
+    for part in parts:
+        for c, x in zip(part.chunks, part.token_ids, strict=True):
+            if c.kind == "parent":
+                parents.append(c)
+                parent_ids.append(x)
+            else:
+                c.index = len(chunks)
+                chunks.append(c)
+                ids.append(x)
+    if not chunks:
+        head.reason, head.detail = "no-text", "no chapter has any text to embed"
+        return head
+    head.chunks, head.token_ids = chunks + parents, ids + parent_ids
+    return head
+
+
 def chunk_chapters(out: PreparedBook, chapters: list, chunker: Chunker, template: object,
-                   title: str) -> None:
+                   title: str, allow_empty: bool = False) -> None:
     """Fill out.chunks and out.token_ids (semantic: out.sentences) by the chunker's strategy."""
     reserved = 0
     if template:
@@ -124,6 +212,8 @@ def chunk_chapters(out: PreparedBook, chapters: list, chunker: Chunker, template
         return
     out.chunks = chunker.chunk(chapters, reserved=reserved, keep_ids=not template)
     if not out.chunks:
+        if allow_empty:
+            return
         raise BookError("no-text", "no chapter has any text to embed")
     if strategy == "hierarchical":
         out.chunks += parent_chunks(chapters, out.chunks, chunker, reserved)
