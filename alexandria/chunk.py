@@ -80,7 +80,7 @@ class Chunker:
         probe = self.tokenizer.encode("a", add_special_tokens=True)
         text = [i for i, special in enumerate(probe.special_tokens_mask) if not special] or [0]
         ids = np.asarray(probe.ids, dtype=np.int32)
-        self._specials = (ids[: text[0]], ids[text[-1] + 1:])  # [CLS] ... [SEP], <s> ... </s>
+        self._special_ids = (ids[: text[0]], ids[text[-1] + 1:])  # [CLS] ... [SEP], <s> ... </s>
         self.max_seq_length = max_seq_length
         self.reuse = IdReuse(self.tokenizer, json.loads(tokenizer_json).get("pre_tokenizer"))
 
@@ -93,7 +93,7 @@ class Chunker:
     def with_specials(self, ids: np.ndarray) -> np.ndarray:
         """A text's tokens (no special tokens) as the model reads them: what encode() with
         special tokens gives for that text."""
-        head, tail = self._specials
+        head, tail = self._special_ids
         return self.fit(np.concatenate((head, ids, tail)))
 
     def capacity(self, reserved: int = 0) -> int:

@@ -98,11 +98,27 @@ def init_worker(
     _state["template"] = document_template
 
 
+@contextlib.contextmanager
+def _failures_as_reason(out: PreparedBook, doing: str):
+    """A failure inside becomes out.reason (and no chunks), and out.seconds is set either way."""
+    started = time.perf_counter()
+    try:
+        yield
+    except BookError as e:
+        out.reason, out.detail = e.reason, e.detail
+    except MemoryError:
+        out.reason, out.detail = "too-large", f"ran out of memory while {doing}"
+    except Exception as e:  # a bug or an unforeseen file: still a named reason, never a crash
+        out.reason, out.detail = f"unexpected:{type(e).__name__}", str(e)[:300]
+    if out.reason:
+        out.chunks, out.token_ids, out.sentences = [], [], None
+    out.seconds = time.perf_counter() - started
+
+
 def prepare(task: PrepareTask) -> PreparedBook:
     """Never raises: a failure comes back as a PreparedBook with a reason, so the run goes on."""
-    started = time.perf_counter()
     out = PreparedBook(task.book_key)
-    try:
+    with _failures_as_reason(out, "reading"):
         data = _read(Path(task.path))
         out.content_hash = hashlib.sha256(data).hexdigest()
         book = _extract(data, task.fmt, task.path)
@@ -118,14 +134,6 @@ def prepare(task: PrepareTask) -> PreparedBook:
             out.chapters, out.parts, out.prompt_title = book.chapters, parts, title
         else:
             chunk_chapters(out, book.chapters, chunker, template, title)
-    except BookError as e:
-        out.reason, out.detail, out.chunks = e.reason, e.detail, []
-        out.token_ids, out.sentences = [], None
-    except MemoryError:
-        out.reason, out.detail, out.chunks = "too-large", "ran out of memory while reading", []
-    except Exception as e:  # a bug or an unforeseen file: still a named reason, never a crash
-        out.reason, out.detail, out.chunks = f"unexpected:{type(e).__name__}", str(e)[:300], []
-    out.seconds = time.perf_counter() - started
     return out
 
 
@@ -152,18 +160,10 @@ def split_chapters(chapters: list, parts: int) -> list[list]:
 
 def prepare_part(task: PartTask) -> PreparedBook:
     """Never raises, as prepare(); a part without text is no failure (the book may have more)."""
-    started = time.perf_counter()
     out = PreparedBook(task.book_key, part=task.part)
-    try:
+    with _failures_as_reason(out, "chunking"):
         chunk_chapters(out, task.chapters, _state["chunker"], _state.get("template"),  # type: ignore[arg-type]
                        task.title, allow_empty=True)
-    except BookError as e:
-        out.reason, out.detail, out.chunks, out.token_ids = e.reason, e.detail, [], []
-    except MemoryError:
-        out.reason, out.detail, out.chunks = "too-large", "ran out of memory while chunking", []
-    except Exception as e:
-        out.reason, out.detail, out.chunks = f"unexpected:{type(e).__name__}", str(e)[:300], []
-    out.seconds = time.perf_counter() - started
     return out
 
 

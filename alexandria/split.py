@@ -36,7 +36,7 @@ class Window:
     start: int  # char span in the text, whitespace trimmed
     end: int
     tokens: int  # tokens of the span inside the whole text (no special tokens)
-    first: int = 0  # index of its first token in the whole text's tokens
+    first: int  # index of its first token in the whole text's tokens
 
 
 def break_levels(text: str, ends: np.ndarray) -> np.ndarray:
