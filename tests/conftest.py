@@ -29,37 +29,97 @@ SMALL_BOOKS = [
 ]
 
 
-def need_corpus() -> None:
-    if not CORPUS.is_dir():
-        pytest.skip("../shared/corpus is not beside this checkout")
+def have_corpus() -> bool:
+    return CORPUS.is_dir()
+
+
+def need_corpus(why: str = "") -> None:
+    """Skip a test that needs particular books of the shared corpus (tests that only need some real
+    EPUBs use the fixtures below, which fall back to the generated sample library)."""
+    if not have_corpus():
+        pytest.skip(f"{CORPUS} is not beside this checkout" + (f" ({why})" if why else ""))
+
+
+# Without ../shared the fast suite still runs on real EPUBs: the project's own sample library
+# (alexandria.tools.sample, four short books in English and French), generated once per session.
+
+
+@pytest.fixture(scope="session")
+def sample_library(tmp_path_factory) -> Path:
+    """The generated demo calibre library (metadata.db and four EPUBs). Read it, never change it."""
+    from alexandria.tools.sample import make_sample_library
+
+    return make_sample_library(tmp_path_factory.mktemp("sample") / "library")
+
+
+@pytest.fixture(scope="session")
+def sample_epubs(sample_library) -> list[Path]:
+    """The sample library's four EPUBs, in calibre id order (the whaling history first)."""
+    return sorted(sample_library.rglob("*.epub"), key=lambda p: int(p.parent.name.rsplit("(", 1)[1][:-1]))
+
+
+def corpus_book(rel: str, sample_epubs: list[Path], index: int = 0) -> Path:
+    """EPUBS / rel where the corpus is beside the checkout, else sample book `index`."""
+    return EPUBS / rel if have_corpus() else sample_epubs[index]
+
+
+def some_books(rels: list[str], sample_epubs: list[Path], tmp_path: Path) -> list[Path]:
+    """As many real EPUBs as rels names: those corpus books, else the sample books and, past
+    four, distinct copies of them (each its own content hash, so each its own book)."""
+    if have_corpus():
+        return [EPUBS / rel for rel in rels]
+    from alexandria.tools.bench.corpus import copy_epub
+
+    out = []
+    for i in range(len(rels)):
+        src = sample_epubs[i % len(sample_epubs)]
+        if i >= len(sample_epubs):
+            copy = tmp_path / "copies" / f"{src.stem} (copy {i}).epub"
+            copy_epub(src, copy, 1000 + i)  # a copy number no test's own copies use
+            src = copy
+        out.append(src)
+    return out
+
+
+@pytest.fixture(scope="session")
+def calibre_library(request) -> Path:
+    """A real calibre library to read (copy it before changing it): the corpus's, else the sample."""
+    return CALIBRE if have_corpus() else request.getfixturevalue("sample_library")
+
+
+@pytest.fixture(scope="session")
+def small_epubs(request) -> list[Path]:
+    """Four small real EPUBs: SMALL_BOOKS from the corpus, else the four sample books."""
+    if have_corpus():
+        return [EPUBS / rel for rel in SMALL_BOOKS]
+    return request.getfixturevalue("sample_epubs")
 
 
 @pytest.fixture(scope="session")
 def embedder():
     """The real minilm model on the CPU, loaded once for the session."""
-    from alexandria.embed import get_embedder
-    from alexandria.models import resolve_model
+    from alexandria.embedding.embedder import get_embedder
+    from alexandria.embedding.models import resolve_model
 
     return get_embedder(resolve_model("minilm"), "cpu", "fp32")
 
 
 def minilm_ids(embedder, texts: list[str]) -> list:
     """Model inputs for texts, tokenized exactly as the book workers do it."""
-    from alexandria.chunk import Chunker, ChunkSettings
-    from alexandria.prepare import model_inputs
+    from alexandria.chunking.chunker import Chunker, ChunkSettings
+    from alexandria.run.prepare import model_inputs
 
     return model_inputs(Chunker(embedder.tokenizer_json(), embedder.max_seq_length, ChunkSettings()),
                         texts)
 
 
 @pytest.fixture
-def small_library(tmp_path: Path) -> Path:
-    """A plain folder of a few real EPUBs (copied to tmp: tests may change them)."""
-    need_corpus()
+def small_library(tmp_path: Path, small_epubs: list[Path]) -> Path:
+    """A plain folder of four small real EPUBs (copied to tmp: tests may change them)."""
     lib = tmp_path / "library"
     lib.mkdir()
-    for rel in SMALL_BOOKS:
-        shutil.copy2(EPUBS / rel, lib / Path(rel).name)
+    for src in small_epubs:
+        shutil.copy2(src, lib / src.name)
     return lib
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from .conftest import REPO, ingest_args, run_cli
+from tests.conftest import REPO, ingest_args, run_cli
 
 
 def one_sentence(proc) -> str:
@@ -56,7 +56,7 @@ def test_nothing_to_ingest(tmp_path):
 
 def test_dimension_mismatch_is_a_clear_error(small_library, tmp_path):
     """A collection made by one model cannot silently take another model's vectors."""
-    from alexandria.store import EdgeStore
+    from alexandria.store.edge import EdgeStore
 
     store = tmp_path / "s"
     EdgeStore(store, "shared", 1024).close()
@@ -119,7 +119,7 @@ def test_second_run_exits_75_while_the_first_holds_the_lock(small_library, tmp_p
     store.mkdir()
     holder = subprocess.Popen([
         sys.executable, "-c",
-        "import sys, time; from pathlib import Path; from alexandria.lock import RunLock\n"
+        "import sys, time; from pathlib import Path; from alexandria.store.lock import RunLock\n"
         f"with RunLock(Path({str(store / 'alexandria.lock')!r})):\n"
         "    print('held', flush=True); time.sleep(60)",
     ], stdout=subprocess.PIPE, text=True)

@@ -7,14 +7,13 @@ import logging
 import logging.handlers
 import shutil
 
-from .conftest import EPUBS, ingest_args, need_corpus, run_cli
+from tests.conftest import corpus_book, ingest_args, run_cli
 
 
-def test_log_json_and_no_terminal_decoration(tmp_path):
-    need_corpus()
+def test_log_json_and_no_terminal_decoration(tmp_path, sample_epubs):
     lib = tmp_path / "lib"
     lib.mkdir()
-    shutil.copy2(EPUBS / "edge/idpf-hefty-water.epub", lib)
+    shutil.copy2(corpus_book("edge/idpf-hefty-water.epub", sample_epubs), lib)
     store = tmp_path / "store"
     proc = run_cli(*ingest_args(store, "--directory", lib, "--log-json"))
     assert proc.returncode == 0, proc.stderr

@@ -9,16 +9,15 @@ from pathlib import Path
 import pytest
 
 from alexandria.errors import UsageError
-from alexandria.evaluate import (
+from alexandria.sources.epub import extract_epub
+from alexandria.tools.evaluate import (
     EvalOptions,
     chapter_matches,
     evaluate,
     load_questions,
     resolve_books,
 )
-from alexandria.extract import extract_epub
-
-from ..conftest import EPUBS, need_corpus, run_cli
+from tests.conftest import EPUBS, need_corpus, run_cli
 
 QUESTIONS = Path(__file__).with_name("questions.jsonl")
 BOOKS = EPUBS / "books"

@@ -1,0 +1,138 @@
+"""search, status and export: reading what is stored."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from alexandria.cli.common import (
+    EXIT_OK,
+    api_key,
+    chunker_option,
+    cli,
+    guard,
+    model_options,
+    opt,
+)
+from alexandria.cli.output import setup_logging
+
+
+@cli.command("search")
+@click.argument("query")
+@opt("--top-k", type=int, default=5, show_default=True)
+@opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--author", default=None, help="Only books by this author (exact name).")
+@opt("--tag", default=None, help="Only books with this tag.")
+@opt("--language", default=None, help="Only books in this language (calibre code, e.g. eng).")
+@opt("--series", default=None, help="Only books of this series.")
+@chunker_option
+@opt("--with-parent", is_flag=True, default=False,
+     help="hierarchical: also show the chapter each hit comes from.")
+@model_options
+def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, **kw) -> None:
+    """Best chunks for QUERY, with book, authors, chapter and score."""
+
+    def run() -> int:
+        from alexandria.query.search import SearchOptions, search
+
+        opts = SearchOptions(top_k=top_k, author=author, tag=tag, language=language,
+                             series=series, api_key=api_key(), **kw)
+        results = search(query, opts)
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+            return EXIT_OK
+        if not results:
+            click.echo("No results.")
+        for i, r in enumerate(results, 1):
+            click.echo(f"{i}. {r.score:.3f}  {r.title} — {', '.join(r.authors) or 'unknown'}"
+                       f"  [{r.chapter or '-'}]")
+            click.echo("   " + " ".join(r.text.split())[:300])
+            if r.parent is not None:
+                text = " ".join((r.parent.get("text") or "").split())
+                click.echo(f"   chapter ({len(text)} characters): {text[:600]}")
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
+@cli.command("status")
+@opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--verify", is_flag=True, default=False,
+     help="Count each book's points in the store and report disagreements.")
+@chunker_option
+@model_options
+def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdrant_url, **_) -> None:
+    """Books done / failed / skipped / pending, from the manifest."""
+
+    def run() -> int:
+        from alexandria.chunking.settings import ChunkSettings
+        from alexandria.query.status import status
+        from alexandria.store.location import Location
+
+        where = Location.of(model, store=store, url=qdrant_url, api_key=api_key(),
+                            collection=collection, manifest=manifest,
+                            settings=ChunkSettings(strategy=chunker))
+        s = status(where, verify)
+        if as_json:
+            click.echo(json.dumps(s, indent=2, ensure_ascii=False))
+            return 1 if verify and s["mismatches"] else EXIT_OK
+        t = s["totals"]
+        click.echo(f"collection {s['collection']} (manifest {s['manifest']})")
+        click.echo(f"{t['books']} books: {t['done']} done, {t['failed']} failed, "
+                   f"{t['skipped']} skipped, {t['pending'] + t['in-progress']} pending; "
+                   f"{t['chunks']} chunks, {t['tokens']} tokens")
+        if s["last_run"]:
+            lr = s["last_run"]
+            click.echo(f"last run #{lr['id']}: {lr['outcome']}, {lr['books_done']} done, "
+                       f"{lr['books_failed']} failed in {lr['elapsed_s']}s")
+        for b in s["books"]:
+            if b["status"] == "failed":
+                click.echo(f"  failed  {b['title']}: {b['reason']}  ({b['path']})")
+        if verify:
+            for b in s["books"]:
+                if b.get("mismatch"):
+                    click.echo(f"  MISMATCH {b['title']}: manifest {b['stored_points']} points, "
+                               f"store {b['store_points']}")
+            for o in s["orphans"]:
+                click.echo(f"  ORPHAN  {o['book_key']}: {o['store_points']} points in the store "
+                           "that the manifest does not know")
+            click.echo(f"verify: {s['mismatches']} mismatches, {t['store_points']} points")
+            return 1 if s["mismatches"] else EXIT_OK
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
+@cli.command("export")
+@opt("--to-url", default=None, help="The Qdrant server to copy into (API key from QDRANT_API_KEY).")
+@opt("--to-path", type=click.Path(path_type=Path), default=None,
+     help="Or a qdrant-client local-mode folder (for trying it out without a server).")
+@opt("--to-collection", default=None, help="Target collection (default: the same name).")
+@opt("--batch", type=int, default=256, show_default=True, help="Points per upsert request.")
+@opt("--qdrant-timeout", type=float, default=60.0, show_default=True, metavar="SECONDS")
+@opt("--qdrant-retries", type=int, default=5, show_default=True)
+@opt("--grpc/--no-grpc", default=True, show_default=True)
+@model_options
+def export_cmd(to_url, to_path, to_collection, batch, qdrant_timeout, qdrant_retries, grpc, model,
+               store, collection, qdrant_url, manifest, **_) -> None:
+    """Copy the embedded store's collection into a Qdrant server (no re-embedding)."""
+
+    def run() -> int:
+        from alexandria.store.export import export
+        from alexandria.store.location import Location
+
+        where = Location.of(model, store=store, url=qdrant_url, collection=collection,
+                            manifest=manifest)
+        setup_logging(None, False, sys.stderr.isatty())
+        report = export(where, to_url=to_url, to_path=str(to_path) if to_path else None,
+                        api_key=api_key(), to_collection=to_collection, batch=batch,
+                        timeout=int(qdrant_timeout), prefer_grpc=grpc, retries=qdrant_retries)
+        click.echo(report.sentence())
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+

@@ -1,0 +1,195 @@
+"""eval, chunks, sample-library, tune, bench and doctor: tools around the run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from alexandria.cli.common import (
+    EXIT_OK,
+    api_key,
+    chunker_option,
+    cli,
+    guard,
+    model_options,
+    opt,
+)
+from alexandria.cli.output import setup_logging
+from alexandria.errors import UsageError
+
+
+@cli.command("eval")
+@click.argument("questions", type=click.Path(path_type=Path))
+@opt("--corpus", type=click.Path(path_type=Path), default=None,
+     help="Folder the questions' book paths are relative to (required).")
+@opt("--chunker", "chunkers", default="structural,semantic,hierarchical", show_default=True,
+     envvar=None, help="Comma-separated chunkers to compare, each in a fresh temporary store.")
+@opt("--model", default="minilm", show_default=True, help="Model alias, Hugging Face id or folder.")
+@opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+@opt("--top-k", type=int, default=5, show_default=True, help="Results per question.")
+@opt("--workers", type=int, default=None,
+     help="Extraction processes (default: cores-1, at most 4, on the CPU; cores-2, at most 32, on a GPU).")
+@opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
+     help="Also write the numbers and every question's result here as JSON.")
+def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, json_file) -> None:
+    """Retrieval check: hit@1, hit@k and MRR per chunker for a JSONL question set."""
+
+    def run() -> int:
+        from alexandria.tools.evaluate import EvalOptions, evaluate, load_questions, render_table
+
+        if corpus is None:
+            raise UsageError("Give --corpus DIR: the folder the questions' book paths are relative to.")
+        setup_logging(None, quiet=True, to_terminal=False)
+        qs = load_questions(questions)
+        names = tuple(c.strip().lower() for c in chunkers.split(",") if c.strip())
+        opts = EvalOptions(corpus=corpus, chunkers=names, model=model, device=device,
+                           dtype=dtype, top_k=top_k, workers=workers)
+        report = evaluate(qs, opts, progress=lambda msg: click.echo(msg, err=True))
+        click.echo(render_table(report))
+        if json_file:
+            Path(json_file).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_file).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False),
+                                       encoding="utf-8")
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
+@cli.command("chunks")
+@click.argument("book", type=click.Path(path_type=Path))
+@opt("--compare", is_flag=True, default=False, envvar=None,
+     help="Several settings side by side: structural 256 and 512, semantic at two thresholds, "
+          "hierarchical.")
+@chunker_option
+@opt("--chunk-tokens", type=int, default=512, show_default=True,
+     help="Target chunk length in model tokens (capped by the model's maximum).")
+@opt("--overlap", type=int, default=64, show_default=True, help="Tokens shared by neighbours.")
+@opt("--threshold", type=float, default=None,
+     help="semantic: similarity below which to break. Default: the book's 25th percentile.")
+@opt("--min-tokens", type=int, default=64, show_default=True,
+     help="semantic: no topic break in a chunk shorter than this.")
+@opt("--samples", type=int, default=2, show_default=True, envvar=None,
+     help="Sample chunks shown per setting.")
+@opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--model", default="bge-m3", show_default=True,
+     help="bge-m3, embeddinggemma, minilm, a Hugging Face id or a local folder.")
+@opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (semantic).")
+@opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16 (semantic).")
+def chunks_cmd(book, compare, chunker, chunk_tokens, overlap, threshold, min_tokens, samples,
+               as_json, model, device, dtype) -> None:
+    """Chunk statistics for one BOOK file, to choose the chunking before a long run."""
+
+    def run() -> int:
+        from alexandria.chunking.settings import ChunkSettings
+        from alexandria.run.options import IngestOptions, check_chunk_options
+        from alexandria.tools.chunks_report import compare_variants, current_variant, render, report_book
+
+        check_chunk_options(IngestOptions(chunker=chunker.lower(), chunk_tokens=chunk_tokens,
+                                          overlap=overlap, threshold=threshold,
+                                          min_tokens=min_tokens))
+        if overlap >= chunk_tokens:
+            raise UsageError("--overlap must be smaller than --chunk-tokens.")
+        base = ChunkSettings(chunk_tokens=chunk_tokens, overlap=overlap, strategy=chunker.lower(),
+                             threshold=threshold, min_tokens=min_tokens)
+        if compare:
+            from alexandria.embedding.embedder import load_tokenizer_json
+            from alexandria.embedding.models import resolve_model
+
+            variants = compare_variants(base, load_tokenizer_json(resolve_model(model))[1])
+        else:
+            variants = [current_variant(base)]
+        setup_logging(None, quiet=True, to_terminal=False)
+        report = report_book(book, model, variants, device, dtype, max(0, samples))
+        if as_json:
+            click.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        else:
+            click.echo(render(report, max(0, samples)))
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
+@cli.command("sample-library")
+@click.argument("dest", type=click.Path(path_type=Path))
+def sample_library_cmd(dest: Path) -> None:
+    """Write a small demo Calibre library (4 EPUBs + metadata.db) to DEST, for a first run."""
+
+    def run() -> int:
+        from alexandria.tools.sample import make_sample_library
+
+        try:
+            make_sample_library(dest)
+        except FileExistsError as e:
+            raise UsageError(str(e)) from e
+        click.echo(f"Wrote a sample Calibre library to {dest}.")
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
+@cli.command("tune")
+@opt("--directory", type=click.Path(path_type=Path), required=True,
+     help="A folder of EPUBs (or a calibre library) whose first books are the sample.")
+@opt("--max-vram-gb", type=float, default=None, help="Only budgets that stay under this many GB.")
+@click.option("--env-file", type=click.Path(path_type=Path), default=Path(".env"), show_default=True,
+              help="Where ALEXANDRIA_TOKEN_BUDGET is written.")
+@click.option("--sample-tokens", type=int, default=None,
+              help="Tokens timed per try (default 400k on CUDA, 40k on the CPU).")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--model", default="bge-m3", show_default=True, help="Alias, Hugging Face id or local folder.")
+@opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+def tune_cmd(directory, max_vram_gb, env_file, sample_tokens, as_json, model, device, dtype) -> None:
+    """Time a few token budgets on this device and write the fastest that fits into .env."""
+
+    def run() -> int:
+        from alexandria.tools.tune import tune
+
+        out = tune(directory, model, device, dtype, max_vram_gb, env_file, sample_tokens=sample_tokens)
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+            return EXIT_OK
+        for t in out["trials"]:
+            speed = f"{t['tokens_per_s']:>12,.0f} tokens/s" if t["tokens_per_s"] else f"{'':>21}"
+            vram = f"  {t['vram_peak_mb']:,.0f} MB" if t["vram_peak_mb"] else ""
+            click.echo(f"budget {t['token_budget']:>8,} {speed}{vram}  {t['why'] or 'ok'}")
+        click.echo(f"ALEXANDRIA_TOKEN_BUDGET={out['best_token_budget']} written to {out['env_file']}")
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
+def bench_command_lazily():
+    from alexandria.tools.bench.command import bench_command
+
+    return bench_command
+
+
+cli.add_command(bench_command_lazily(), "bench")
+
+
+@cli.command("doctor")
+@opt("--directory", type=click.Path(path_type=Path), default=None,
+     help="Also check this library.")
+@opt("--no-load-model", is_flag=True, default=False,
+     help="Skip loading the model (faster; dimension read from its config).")
+@model_options
+def doctor_cmd(directory, no_load_model, model, device, dtype, store, qdrant_url, collection,
+               manifest) -> None:
+    """Check Python, packages, CUDA, the model, the store, the library, disk and the lock."""
+
+    def run() -> int:
+        from alexandria.store.location import Location
+        from alexandria.tools.doctor import exit_code, render_table, run_checks
+
+        where = Location.of(model, store=store, url=qdrant_url, api_key=api_key(),
+                            collection=collection, manifest=manifest)
+        checks = run_checks(where, device, directory, load_model=not no_load_model)
+        click.echo(render_table(checks))
+        return exit_code(checks)
+
+    sys.exit(guard(run))

@@ -1,0 +1,117 @@
+"""Where the vectors live: one object built once from the options, used by every command.
+
+The store folder or server URL, its API key, the collection, the model, the manifest, the lock
+and the chunker fingerprint used to be passed loose and derived in several places; with the
+manifest given elsewhere, some commands then looked at another lock than the ingest took.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from alexandria.chunking.settings import STRATEGIES, ChunkSettings
+from alexandria.embedding.models import ModelSpec, resolve_model
+from alexandria.errors import UsageError
+from alexandria.store.base import VectorStore
+from alexandria.store.lock import LOCK_NAME
+
+DEFAULT_STORE = Path("data/qdrant")
+MANIFEST_NAME = "manifest.sqlite"
+
+
+def check_chunker(chunker: str) -> None:
+    if chunker not in STRATEGIES:
+        raise UsageError(f"--chunker must be one of {', '.join(STRATEGIES)}, not {chunker!r}.")
+
+
+def default_collection(spec: ModelSpec, chunker: str = "structural") -> str:
+    """One collection per model and chunking strategy: strategies never mix in one collection
+    (structural keeps the plain name, so existing stores stay where they are)."""
+    check_chunker(chunker)
+    suffix = "" if chunker == "structural" else f"_{chunker}"
+    return f"alexandria_{spec.slug}{suffix}"
+
+
+@dataclass(frozen=True)
+class Location:
+    """A collection in an embedded store folder or on a Qdrant server, with its manifest and lock.
+
+    Build it with `Location.of(...)`; `store` is the embedded store's folder (and, unless
+    `manifest` says otherwise, the manifest's), `url` a Qdrant server (then `store` only holds
+    the manifest and the lock).
+    """
+
+    spec: ModelSpec
+    collection: str
+    store: Path = DEFAULT_STORE
+    url: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
+    manifest: Path = DEFAULT_STORE / MANIFEST_NAME
+    settings: ChunkSettings = field(default_factory=ChunkSettings)
+
+    @classmethod
+    def of(cls, model: str | ModelSpec = "bge-m3", *, store: Path | str | None = None,
+           url: str | None = None, api_key: str | None = None, collection: str | None = None,
+           manifest: Path | str | None = None, settings: ChunkSettings | None = None) -> Location:
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+        settings = settings or ChunkSettings()
+        folder = Path(store).expanduser() if store is not None else DEFAULT_STORE
+        return cls(
+            spec=spec,
+            collection=collection or default_collection(spec, settings.strategy),
+            store=folder,
+            url=url or None,
+            api_key=api_key or None,
+            manifest=Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME,
+            settings=settings,
+        )
+
+    @property
+    def lock(self) -> Path:
+        """The run lock sits beside the manifest: whoever writes one manifest takes one lock."""
+        return self.manifest.parent / LOCK_NAME
+
+    @property
+    def where(self) -> str:
+        """The collection as a user would find it (the server URL, or the shard's folder)."""
+        return self.url or str(self.store / self.collection)
+
+    @cached_property
+    def max_seq_length(self) -> int:
+        from alexandria.embedding.embedder import load_tokenizer_json
+
+        return load_tokenizer_json(self.spec)[1]
+
+    @property
+    def fingerprint(self) -> str:
+        """The chunker settings each manifest row records: a change means its chunks are stale."""
+        return fingerprint(self.settings, self.max_seq_length)
+
+    def open_store(self, dimension: int | None = None, **server: Any) -> VectorStore:
+        """dimension=None opens an existing collection only (search, status: never creates one).
+
+        `server` goes to ServerStore: timeout, prefer_grpc, retry (RetryPolicy), bulk_load,
+        wrap_client.
+        """
+        return open_store(self.collection, dimension, self.store, self.url, self.api_key, **server)
+
+
+def fingerprint(settings: ChunkSettings, max_seq_length: int) -> str:
+    return f"{settings.fingerprint()}|max={max_seq_length}"
+
+
+def open_store(collection: str, dimension: int | None, store_dir: Path | None = None,
+               qdrant_url: str | None = None, api_key: str | None = None,
+               **server: Any) -> VectorStore:
+    if qdrant_url:
+        from alexandria.store.server import ServerStore
+
+        if qdrant_url.startswith("local:"):  # qdrant-client's in-process mode, used by tests
+            return ServerStore(collection, dimension, path=qdrant_url[len("local:"):], **server)
+        return ServerStore(collection, dimension, url=qdrant_url, api_key=api_key, **server)
+    from alexandria.store.edge import EdgeStore
+
+    return EdgeStore(Path(store_dir or DEFAULT_STORE), collection, dimension)

@@ -1,0 +1,73 @@
+"""`alexandria bench`: the click command over run_bench (alexandria.tools.bench.run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from alexandria.errors import UsageError
+from alexandria.tools.bench.run import REQUIRED_KEYS, render, run_bench  # noqa: F401 (the bench's API)
+
+
+@click.command("bench")
+@click.option("--corpus", type=click.Path(path_type=Path), default=None, envvar="ALEXANDRIA_CORPUS",
+              show_envvar=True, help="A folder of EPUBs (repeated to reach --tokens).")
+@click.option("--model", default="bge-m3", show_default=True,
+              help="bge-m3, embeddinggemma, minilm, a Hugging Face id or a local folder.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
+@click.option("--gpus", default=None,
+              help="Also run end to end on this many GPUs (N or all) and report the scaling.")
+@click.option("--synthetic-weights", is_flag=True, default=False,
+              help="Random weights of the exact bge-m3 / EmbeddingGemma architecture and a tokenizer "
+                   "trained on the corpus (for machines without hub access).")
+@click.option("--tokens", type=int, default=20_000_000, show_default=True,
+              help="Copies of the corpus are added until one run embeds at least this many tokens.")
+@click.option("--repeats", type=int, default=3, show_default=True,
+              help="Runs of each measurement; speeds are their median.")
+@click.option("--batch-size", type=int, default=96, show_default=True,
+              help="The pipeline's and the model-only batch size (the baseline always uses 96).")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), default=None,
+              help="Also write the results here as JSON.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Keep copies, stores and synthetic models here (default: a temporary folder).")
+@click.option("--workers", type=int, default=None,
+              help="The pipeline's extraction processes (default: the pipeline's own choice).")
+@click.option("--profile", is_flag=True, default=False,
+              help="After the repeats, one more end-to-end pass (one copy of the corpus) and "
+                   "model-only pass under torch.profiler: each kernel's time per million tokens in both.")
+@click.option("--packing", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="Unpadded batches in the pipeline and the model-only pass (as ingest --packing).")
+def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
+                  batch_size, json_file, workdir, workers, profile, packing) -> None:
+    """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books."""
+    try:
+        if corpus is None:
+            raise UsageError("Give --corpus DIR (a folder of EPUBs).")
+        result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
+                           workdir, dtype=dtype, gpus=gpus, workers=workers, profile=profile,
+                           packing=packing, progress=lambda m: click.echo(m, err=True),
+                           on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
+    except UsageError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(UsageError.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Stopped.", err=True)
+        sys.exit(130)
+    click.echo(render(result))
+    if json_file:
+        _write_json(json_file, result)
+        click.echo(f"  wrote {json_file}")
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    """Whole or not at all: the partial results of each repeat replace the last ones."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
