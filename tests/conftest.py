@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -87,12 +88,48 @@ def calibre_library(request) -> Path:
     return CALIBRE if have_corpus() else request.getfixturevalue("sample_library")
 
 
+def write_anthology(dest: Path) -> Path:
+    """One EPUB with every chapter of the four sample books (~12k minilm tokens): a book long
+    enough to fill several batches, as the corpus's small library has one (the Arabic book)."""
+    from ebooklib import epub
+
+    from alexandria.tools.sample import SAMPLE_BOOKS
+
+    book = epub.EpubBook()
+    book.set_identifier("alexandria-test-anthology")
+    book.set_title("A Sample Anthology")
+    book.set_language("en")
+    book.add_author("Alexandria Tests")
+    docs = []
+    for sample in SAMPLE_BOOKS:
+        for title, paragraphs in sample.chapters():
+            n = len(docs) + 1
+            doc = epub.EpubHtml(uid=f"c{n:02d}", title=title, file_name=f"c{n:02d}.xhtml")
+            doc.content = f"<h1>{escape(title)}</h1>" + "".join(f"<p>{escape(t)}</p>" for t in paragraphs)
+            docs.append(doc)
+    for doc in docs:
+        book.add_item(doc)
+    book.toc = docs
+    book.spine = docs
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    epub.write_epub(str(dest), book)
+    return dest
+
+
 @pytest.fixture(scope="session")
-def small_epubs(request) -> list[Path]:
-    """Four small real EPUBs: SMALL_BOOKS from the corpus, else the four sample books."""
+def small_epubs(request, tmp_path_factory) -> list[Path]:
+    """Four small real EPUBs: SMALL_BOOKS from the corpus, else an anthology of the sample books
+    and three of them on their own (lower-case names, as the corpus files have)."""
     if have_corpus():
         return [EPUBS / rel for rel in SMALL_BOOKS]
-    return request.getfixturevalue("sample_epubs")
+    folder = tmp_path_factory.mktemp("small-books")
+    books = [write_anthology(folder / "sample-anthology.epub")]
+    for src, name in zip(request.getfixturevalue("sample_epubs")[1:], ("night-sky", "levain", "gardening"),
+                         strict=True):
+        books.append(folder / f"sample-{name}.epub")
+        shutil.copy2(src, books[-1])
+    return books
 
 
 @pytest.fixture(scope="session")

@@ -152,8 +152,10 @@ class Embedder:
     device: str
     dtype: str
     model: object
-    # Test hook: called with the batch size before each encode; raising simulates an OOM.
-    fault_hook: Callable[[int], None] | None = None
+    # Called with each batch's size (rows, or padded tokens for token batches) before its forward
+    # pass: a caller watches the batches; what it raises fails that batch (an out-of-memory error
+    # halves it and retries).
+    before_forward: Callable[[int], None] | None = None
     oom_backoffs: int = 0
     real_tokens: int = 0  # for padding efficiency: real / padded tokens fed to the model
     padded_tokens: int = 0
@@ -185,8 +187,8 @@ class Embedder:
 
         while True:
             try:
-                if self.fault_hook is not None:
-                    self.fault_hook(batch_size)
+                if self.before_forward is not None:
+                    self.before_forward(batch_size)
                 with self._lock:
                     vectors = self.model.encode(
                         texts,
@@ -270,8 +272,8 @@ class Embedder:
                 begin = torch.cuda.Event(enable_timing=True)
                 begin.record(torch.cuda.current_stream(self.device))
             try:
-                if self.fault_hook is not None:
-                    self.fault_hook(padded)
+                if self.before_forward is not None:
+                    self.before_forward(padded)
                 vectors = self._forward(inputs, cuda)[:count]
             except torch.OutOfMemoryError:
                 if count == 1:

@@ -39,6 +39,7 @@ from alexandria.run.points import PointsAssembler, PointsThread
 from alexandria.run.prepare import PreparedBook, complete_semantic
 from alexandria.run.report import BookResult, RunReport, path_text, warnings_text
 from alexandria.run.workers import Preparing
+from alexandria.run.writer import Writer
 from alexandria.store.base import CollectionMissing, RetryPolicy, StoreError, VectorStore
 from alexandria.store.location import Location, fingerprint
 from alexandria.store.lock import RunLock
@@ -200,9 +201,7 @@ class Ingest:
                 self.report.stages_s["close"] = round(time.perf_counter() - closing, 3)
         return self.report
 
-    def _writer(self, store: VectorStore):
-        from alexandria.run.writer import Writer
-
+    def _writer(self, store: VectorStore) -> Writer:
         writer = Writer(store, self.where.manifest, self.collection, self.on_result, self.failures)
         writer.start()
         return writer
@@ -241,7 +240,7 @@ class Ingest:
                     self.spec.document_template, PREP_NICE if gpu else 0)
         return Preparing(to_ingest, workers, initargs, self.failures, self.limits.part_chars)
 
-    def _execute(self, planned: list[Planned], preparing: Preparing | None, writer, embedder,
+    def _execute(self, planned: list[Planned], preparing: Preparing | None, writer: Writer, embedder,
                  prints: str, run_id: int, vram: VramMeter) -> None:
         def fields_of(p: Planned) -> dict[str, Any]:
             return row_fields(p, self.spec.source, prints, run_id)
@@ -304,7 +303,7 @@ class Ingest:
         self.failures.check()
 
     def _take(self, ready: list[PreparedBook], by_key: dict[str, Planned], grouper: Grouper,
-              devices: Devices, writer, fields_of, embedder) -> None:
+              devices: Devices, writer: Writer, fields_of, embedder) -> None:
         """Books back from the workers: failures recorded, the rest into groups for the devices."""
         good = []
         for prepared in ready:

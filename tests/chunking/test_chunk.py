@@ -106,12 +106,14 @@ def _inputs_both_ways(chunker: Chunker, chapters: list[Chapter]):
     return chunks, reused, chunk_inputs(chunker, chunks, None, "t"), alone
 
 
-@pytest.mark.parametrize("kind, least", [("minilm", 0.8), ("nmt", 0.8), ("newlines", 0.2)])
+# Training the sentencepiece tokenizers takes about a minute on two cores: those cases are slow.
+@pytest.mark.parametrize("kind, least", [("minilm", 0.8), pytest.param("nmt", 0.8, marks=pytest.mark.slow),
+                                         pytest.param("newlines", 0.2, marks=pytest.mark.slow)])
 def test_chunk_tokens_are_reused_only_where_they_read_the_same_alone(
-        kind, least, tokenizer_json, sentencepiece_jsons, reuse_chapters):
+        kind, least, tokenizer_json, reuse_chapters, request):
     from alexandria.run.prepare import model_inputs
 
-    tj = tokenizer_json if kind == "minilm" else sentencepiece_jsons[kind]
+    tj = tokenizer_json if kind == "minilm" else request.getfixturevalue("sentencepiece_jsons")[kind]
     chunker = Chunker(tj, 512, ChunkSettings(chunk_tokens=200, overlap=32))
     total = reused_total = 0
     for chapters in reuse_chapters:
@@ -128,6 +130,7 @@ def test_chunk_tokens_are_reused_only_where_they_read_the_same_alone(
     assert reused_total >= least * total
 
 
+@pytest.mark.slow
 def test_a_tokenizer_whose_cut_words_read_differently_tokenizes_every_chunk(
         sentencepiece_jsons, reuse_chapters):
     from alexandria.run.prepare import model_inputs
@@ -145,6 +148,7 @@ def test_a_tokenizer_whose_cut_words_read_differently_tokenizes_every_chunk(
     assert [a.tolist() for a in inputs] == [b.tolist() for b in alone]
 
 
+@pytest.mark.slow
 def test_a_tokenizer_that_splits_no_words_first_tokenizes_every_chunk(
         sentencepiece_jsons, reuse_chapters):
     """EmbeddingGemma's stand-in in the bench, like Gemma's own tokenizer: no reuse."""

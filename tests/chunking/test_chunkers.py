@@ -95,6 +95,7 @@ def test_semantic_breaks_at_the_seam_between_two_books_within_bounds():
             assert text[c.char_start:c.char_end] == c.text
 
 
+@pytest.mark.slow
 def test_hierarchical_ingest_parents_children_verify_rerun_and_resume(tmp_path: Path, sample_epubs):
     lib = tmp_path / "library"
     lib.mkdir()

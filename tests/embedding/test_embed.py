@@ -34,11 +34,11 @@ def test_token_budget_batches_match_sentence_transformers(embedder, ids):
 
 def test_budget_bounds_every_batch(embedder, ids):
     seen = []
-    embedder.fault_hook = seen.append
+    embedder.before_forward = seen.append
     try:
         embedder.encode_ids(ids, token_budget=1000)
     finally:
-        embedder.fault_hook = None
+        embedder.before_forward = None
     longest = max(len(x) for x in ids)
     assert all(tokens <= max(1000, longest) for tokens in seen)
     assert len(seen) > 3
@@ -51,11 +51,11 @@ def test_a_batch_ends_before_rows_much_shorter_than_its_first(embedder):
     ids = minilm_ids(embedder, texts)
     seen: list[int] = []
     before = (embedder.real_tokens, embedder.padded_tokens)
-    embedder.fault_hook = seen.append
+    embedder.before_forward = seen.append
     try:
         vectors = embedder.encode_ids(ids, token_budget=8000)
     finally:
-        embedder.fault_hook = None
+        embedder.before_forward = None
     assert len(seen) == 2  # 8 long rows, then 40 short ones (one batch of all 38 would fit)
     real, padded = embedder.real_tokens - before[0], embedder.padded_tokens - before[1]
     assert real / padded > 0.9
@@ -71,14 +71,14 @@ def test_out_of_memory_halves_the_batch_and_retries(embedder, ids):
         if tokens > 1500:
             raise torch.OutOfMemoryError("simulated: CUDA out of memory")
 
-    embedder.fault_hook = fake_oom
+    embedder.before_forward = fake_oom
     try:
         backoffs = embedder.oom_backoffs
         vectors = embedder.encode_ids(ids, token_budget=4096)
         assert embedder.oom_backoffs > backoffs
         assert np.allclose(vectors, reference, atol=1e-5)
     finally:
-        embedder.fault_hook = None
+        embedder.before_forward = None
         embedder.budget_cap = None
 
 

@@ -40,11 +40,11 @@ def test_packed_batches_give_the_padded_vectors_in_input_order(embedder):
     with packing(embedder) as on:
         assert on and embedder.packed
         before = (embedder.real_tokens, embedder.padded_tokens)
-        embedder.fault_hook = sizes.append
+        embedder.before_forward = sizes.append
         try:
             vectors = embedder.encode_ids(ids, token_budget=2048)
         finally:
-            embedder.fault_hook = None
+            embedder.before_forward = None
     assert vectors.shape == padded.shape
     assert np.min(np.sum(vectors * padded, axis=1)) > 0.9999  # row i is still chunk i
     real, fed = embedder.real_tokens - before[0], embedder.padded_tokens - before[1]
@@ -62,13 +62,13 @@ def test_packed_out_of_memory_halves_the_budget_and_retries(embedder):
             raise torch.OutOfMemoryError("simulated: CUDA out of memory")
 
     with packing(embedder):
-        embedder.fault_hook = fake_oom
+        embedder.before_forward = fake_oom
         try:
             backoffs = embedder.oom_backoffs
             vectors = embedder.encode_ids(ids, token_budget=4096)
             assert embedder.oom_backoffs > backoffs
         finally:
-            embedder.fault_hook = None
+            embedder.before_forward = None
             embedder.budget_cap = None
     assert np.min(np.sum(vectors * reference, axis=1)) > 0.9999
 
@@ -152,6 +152,7 @@ def test_pack_layout():
     assert batch.max_length == 3 and batch.rows == 3
 
 
+@pytest.mark.slow
 def test_a_packed_ingest_finds_what_a_padded_one_finds(small_library, tmp_path):
     """The whole pipeline with --packing on (the GPU's path, run here on the CPU): the same chunks,
     and a search ranks the same passages with the same scores.

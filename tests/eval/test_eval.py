@@ -86,6 +86,7 @@ def test_mistakes_are_one_sentence(tmp_path: Path) -> None:
         evaluate(load_questions(unknown), EvalOptions(corpus=BOOKS, chunkers=("fancy",)))
 
 
+@pytest.mark.slow
 def test_small_real_eval_scores_sanely(tmp_path: Path) -> None:
     """Real minilm, real Qdrant Edge, real books: the English question must be found."""
     need_corpus()

@@ -316,6 +316,7 @@ def _torture_library(tmp_path: Path, books: list[str], sample_epubs: list[Path])
     return lib
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments(tmp_path, sample_epubs):
     """SIGKILL one run at ALEXANDRIA_TORTURE_KILLS (20) random moments, resuming each time.
 
@@ -340,6 +341,7 @@ def test_sigkill_torture_long(tmp_path, sample_epubs):
     assert numbers["kills"] >= kills_wanted * 3 // 4, numbers
 
 
+@pytest.mark.slow  # ~45 s each on 2 cores; test_sigkill_halfway_then_resume is the fast one
 @pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
 def test_signal_stops_cleanly_and_the_next_run_finishes(crash_library, tmp_path, signame, code):
     store = tmp_path / "store"

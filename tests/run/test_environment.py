@@ -90,6 +90,7 @@ def test_store_folder_without_write_permission(two_books, tmp_path):
         store.chmod(0o700)
 
 
+@pytest.mark.slow
 def test_disk_fills_up_during_a_run(two_books, tmp_path, sample_epubs):
     """A real 96 MB tmpfs: one book goes in, then the disk is filled to within 20 MB of full.
 
@@ -137,6 +138,7 @@ echo "rc2=$?"
     assert final["mismatches"] == 0 and final["totals"]["done"] == 2
 
 
+@pytest.mark.slow
 def test_library_vanishes_mid_run(tmp_path, sample_epubs):
     """The share is unmounted while books are still being read: stop, keep what is done."""
     lib = tmp_path / "lib"

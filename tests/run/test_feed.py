@@ -67,7 +67,7 @@ def test_a_device_error_reaches_the_main_thread(embedder, ids):
 
     done: queue.Queue = queue.Queue()
     feeder = Feeder(embedder, 1024, 64, done, lambda: False)
-    embedder.fault_hook = broken
+    embedder.before_forward = broken
     try:
         feeder.start()
         feeder.put(_groups(ids, [4])[0])
@@ -76,7 +76,7 @@ def test_a_device_error_reaches_the_main_thread(embedder, ids):
         with pytest.raises(RuntimeError, match="illegal memory access"):
             feeder.put(_groups(ids, [4])[0])
     finally:
-        embedder.fault_hook = None
+        embedder.before_forward = None
         feeder.close()
     assert not feeder.is_alive()
 

@@ -285,6 +285,7 @@ def test_formats_preference_picks_the_file(tmp_path):
     assert [b.path.name for b in library.scan(folder)] == ["Moby-Dick - Herman Melville.epub"]
 
 
+@pytest.mark.slow
 def test_ingest_azw3_txt_and_paged_pdf_end_to_end(bierce, tmp_path):
     """Real CLI, minilm, Qdrant Edge: calibre's AZW3 book through extract and chunk (a dry run: its
     1.2 M characters would take minutes to embed on two cores), the TXT-only book and a folder of

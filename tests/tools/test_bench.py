@@ -28,6 +28,7 @@ def test_budget_for_vram_scales_the_probe():
     assert budget_for_vram(gib, 2 * gib, gib, 1000) == 0  # weights alone exceed the cap
 
 
+@pytest.mark.slow
 def test_bench_on_cpu_writes_every_key(tmp_path, sample_epubs):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -66,6 +67,7 @@ def test_bench_mistakes_are_one_sentence(tmp_path, sample_epubs):
     assert "--workers must be at least 1." in proc.stderr
 
 
+@pytest.mark.slow
 def test_each_repeat_leaves_the_results_so_far(tmp_path, sample_epubs):
     """A bench cut off by a time limit still has the repeats it finished."""
     from alexandria.tools.bench.run import run_bench
@@ -82,6 +84,7 @@ def test_each_repeat_leaves_the_results_so_far(tmp_path, sample_epubs):
     assert result["workers"] == 1
 
 
+@pytest.mark.slow
 def test_profile_compares_each_kernel_per_million_tokens(tmp_path, sample_epubs):
     """--profile: one more pass of each kind under torch.profiler, outside the medians; the
     model's own ops show up in both, per million real tokens."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from alexandria.tools.tune import write_env
 from tests.conftest import corpus_book, run_cli
 
@@ -19,6 +21,7 @@ def test_write_env_replaces_only_its_key(tmp_path):
     assert [x for x in lines if "TOKEN_BUDGET" in x] == ["ALEXANDRIA_TOKEN_BUDGET=8192"]
 
 
+@pytest.mark.slow
 def test_tune_writes_the_fastest_budget(tmp_path, sample_epubs):
     lib = tmp_path / "lib"
     lib.mkdir()
