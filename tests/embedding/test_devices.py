@@ -15,7 +15,7 @@ from alexandria.run.options import GROUP_BUDGETS
 from alexandria.run.points import PointsAssembler
 from alexandria.run.workers import Preparing
 from alexandria.store.edge import EdgeStore
-from tests.conftest import EPUBS, status_json
+from tests.conftest import EPUBS, need_corpus, status_json
 
 MORE_BOOKS = ["idpf-childrens-literature.epub", "idpf-epub30-spec.epub", "idpf-mymedia_lite.epub"]
 
@@ -137,6 +137,7 @@ def test_the_last_books_go_in_groups_of_one_budget(small_library, tmp_path, monk
 
     monkeypatch.setattr(Grouper, "take", recording)
     monkeypatch.setattr(Grouper, "hungry", lambda self, backlogs: False)
+    need_corpus()  # three particular books of the corpus
     for name in MORE_BOOKS:  # more books than the one worker's window of two
         shutil.copy2(EPUBS / "books" / name, small_library / name)
     budget = 1024
