@@ -6,6 +6,8 @@ import json
 import shutil
 import sqlite3
 
+import pytest
+
 from alexandria.store.edge import EdgeStore
 from tests.conftest import (
     CALIBRE,
@@ -21,6 +23,7 @@ MOBY = "ae3241e0-f9b4-4bb4-8651-f93cdc1ca28f"
 SHERLOCK = "84dcb994-4a89-4218-9f77-6bb248601b07"
 
 
+@pytest.mark.slow
 def test_calibre_library_ingests_and_store_matches_manifest(calibre_ingest):
     proc, report = calibre_ingest["proc"], calibre_ingest["report"]
     # One EPUB in the library has a malformed OPF: the run finishes and says so with exit 1.
@@ -51,6 +54,7 @@ def test_calibre_library_ingests_and_store_matches_manifest(calibre_ingest):
     assert {"book_key", "calibre_id", "title", "path", "status", "chunks", "reason"} <= set(done[0])
 
 
+@pytest.mark.slow
 def test_payloads_carry_calibre_metadata_and_chapters_in_spine_order(calibre_ingest):
     store = EdgeStore(calibre_ingest["store"], "alexandria_minilm", None)
     try:
@@ -76,6 +80,7 @@ def test_payloads_carry_calibre_metadata_and_chapters_in_spine_order(calibre_ing
     assert "A Scandal in Bohemia > I" in titles
 
 
+@pytest.mark.slow
 def test_search_finds_moby_dick_for_a_whaling_question(calibre_ingest):
     proc = run_cli("search", "a captain hunting the great white whale with harpoons",
                    "--model", "minilm", "--device", "cpu", "--store", calibre_ingest["store"],
@@ -91,6 +96,7 @@ def test_search_finds_moby_dick_for_a_whaling_question(calibre_ingest):
     assert human.returncode == 0 and "Moby-Dick" in human.stdout
 
 
+@pytest.mark.slow
 def test_search_filters_by_author_and_language(calibre_ingest):
     proc = run_cli("search", "the sea", "--model", "minilm", "--device", "cpu", "--store",
                    calibre_ingest["store"], "--json", "--author", "Walt Whitman")
@@ -99,6 +105,7 @@ def test_search_filters_by_author_and_language(calibre_ingest):
     assert hits and all(h["authors"] == ["Walt Whitman"] for h in hits)
 
 
+@pytest.mark.slow
 def test_second_run_skips_every_book(calibre_ingest):
     store = calibre_ingest["store"]
     before = status_json(store)["totals"]["store_points"]
@@ -126,6 +133,7 @@ def test_the_library_tree_is_unchanged_by_a_run(tmp_path):
     assert tree_digest(lib) == before
 
 
+@pytest.mark.slow
 def test_force_reingests_to_the_same_count(small_library, tmp_path):
     store = tmp_path / "store"
     assert run_cli(*ingest_args(store, "--directory", small_library)).returncode == 0
@@ -139,6 +147,7 @@ def test_force_reingests_to_the_same_count(small_library, tmp_path):
     assert again["mismatches"] == 0
 
 
+@pytest.mark.slow
 def test_changed_epub_is_reingested_and_old_points_go(small_library, tmp_path):
     need_corpus()  # a particular corpus book replaces one of the library's
     store = tmp_path / "store"
@@ -161,6 +170,7 @@ def test_changed_epub_is_reingested_and_old_points_go(small_library, tmp_path):
     assert after["totals"]["store_points"] == sum(b["chunks"] for b in live)
 
 
+@pytest.mark.slow
 def test_every_unreadable_epub_fails_with_a_specific_reason(tmp_path):
     need_corpus()
     lib = tmp_path / "broken"
