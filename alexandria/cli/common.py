@@ -100,7 +100,9 @@ def ingest_options(f):
                  "compute capability 8.0 or newer, for bge-m3, EmbeddingGemma and other BERT, "
                  "RoBERTa and Gemma 3 models, once a check batch matches the padded vectors)."),
         opt("--store-process/--no-store-process", default=True, show_default=True,
-            help="Write to the embedded store from a child process (keeps the GIL for the GPU feed)."),
+            help="Write to the embedded store through its owner process (keeps the GIL for the GPU "
+                 "feed; searches work meanwhile). --no-store-process: in-process, holding the "
+                 "store alone."),
         opt("--chunk-tokens", type=int, default=512, show_default=True,
             help="Target chunk length in model tokens (capped by the model's maximum)."),
         opt("--overlap", type=int, default=64, show_default=True, help="Tokens shared by "

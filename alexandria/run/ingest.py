@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from alexandria.chunking.chunker import Chunker
 from alexandria.embedding.vram import VramMeter
@@ -41,6 +41,7 @@ from alexandria.run.report import BookResult, RunReport, path_text, warnings_tex
 from alexandria.run.workers import Preparing
 from alexandria.run.writer import Writer
 from alexandria.store.base import CollectionMissing, RetryPolicy, StoreError, VectorStore
+from alexandria.store.edge import EdgeStore
 from alexandria.store.location import Location, fingerprint
 from alexandria.store.lock import RunLock
 from alexandria.store.manifest import Manifest
@@ -216,8 +217,8 @@ class Ingest:
         try:
             if self._open_store_with is not None:
                 return self._open_store_with(self.where, dimension, server)
-            if not opts.qdrant_url and opts.store_process:
-                return cast(VectorStore, StoreProcess(self.where.store, self.collection, dimension))
+            if not opts.qdrant_url and not opts.store_process:  # in-process: holds the shard alone
+                return EdgeStore(self.where.store, self.collection, dimension)
             return self.where.open_store(dimension, **server)
         except CollectionMissing:
             if embedder is None:

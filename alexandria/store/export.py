@@ -15,9 +15,10 @@ from typing import Any
 
 from alexandria.errors import UsageError
 from alexandria.store.base import RetryPolicy
-from alexandria.store.edge import EdgeStore, edge_dimension
+from alexandria.store.edge import edge_dimension
 from alexandria.store.location import Location
 from alexandria.store.lock import RunLock
+from alexandria.store.process import StoreProcess
 from alexandria.store.server import ServerStore
 
 log = logging.getLogger("alexandria")
@@ -79,7 +80,7 @@ def _export(store_dir: Path, collection: str, to_url: str | None, to_path: str |
     if client is None and not to_url and not to_path:
         raise UsageError("Say where to copy to: --to-url URL (a Qdrant server) or --to-path DIR.")
     started = time.perf_counter()
-    src = EdgeStore(Path(store_dir), collection, None)
+    src = StoreProcess(Path(store_dir), collection, None)  # served by the shard's owner
     dst = None
     try:
         dimension = edge_dimension(src.path / "edge_config.json")

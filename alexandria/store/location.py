@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from alexandria.chunking.settings import STRATEGIES, ChunkSettings
 from alexandria.embedding.models import ModelSpec, resolve_model
@@ -112,6 +112,7 @@ def open_store(collection: str, dimension: int | None, store_dir: Path | None = 
         if qdrant_url.startswith("local:"):  # qdrant-client's in-process mode, used by tests
             return ServerStore(collection, dimension, path=qdrant_url[len("local:"):], **server)
         return ServerStore(collection, dimension, url=qdrant_url, api_key=api_key, **server)
-    from alexandria.store.edge import EdgeStore
+    from alexandria.store.process import StoreProcess
 
-    return EdgeStore(Path(store_dir or DEFAULT_STORE), collection, dimension)
+    # The shard's owner process serves it (alexandria.store.owner): a search during an ingest works.
+    return cast(VectorStore, StoreProcess(Path(store_dir or DEFAULT_STORE), collection, dimension))

@@ -1,65 +1,61 @@
-"""Qdrant Edge in a child process while ingesting.
+"""The client of a shard's owner (alexandria.store.owner): every process that uses an embedded store.
 
-Turning a payload into a Qdrant point costs more under the GIL than the upsert itself, so at a
-GPU's rate the point building kept the GIL busy and starved the threads that feed the GPU. The
-child does that work on its own interpreter, from blocks of points in columns
-(alexandria.store.base.PointBlock); the writer thread only pickles them
-and does not wait for an upsert's answer, so pickling the next block overlaps storing this one.
+An EdgeStore's methods, each one a pickled call over a Unix socket to the one process that holds
+the shard; the owner is started on demand. The ingest's writer thread uses it as it used its own
+store process before: turning a payload into a Qdrant point costs more under the GIL than the
+upsert itself, so the owner does that work on its own interpreter from blocks of points in columns
+(alexandria.store.base.PointBlock); upserts are not waited for, so pickling the next block
+overlaps storing this one, and their errors come back with the next call that is.
 
-The child owns the shard and answers one call at a time, in order. It ignores SIGINT, SIGTERM and
-SIGHUP (the parent stops cleanly and closes it) and exits when the pipe closes. A parent killed
-with SIGKILL takes the fork server with it, and the kernel then kills this child too, possibly in
-the middle of a call: the shard's write-ahead log keeps what was written, and the next run's
-recovery redoes the book that was in progress (alexandria.children says how).
+A client killed with SIGKILL closes its socket with it; the owner drops what that client left
+queued and exits a short grace after its last client, so nothing of a killed run lasts. The
+shard's write-ahead log keeps what was written, and the next run's recovery redoes the book that was
+in progress (alexandria.children says how).
 """
 
 from __future__ import annotations
 
-import contextlib
-import pickle
-import signal
+import logging
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from alexandria.children import child_context, exit_with_parent
 from alexandria.store.base import StoreError
-from alexandria.store.edge import EdgeStore
+from alexandria.store.owner import address
 
-# Calls whose answers are read later: each is followed by a flush that is waited for (the child
-# answers in order), so their errors still stop the book before the manifest says done.
+log = logging.getLogger("alexandria")
+
+# Calls whose answers are read later: each is followed by a flush that is waited for (the owner
+# answers each client in order), so their errors still stop the book before the manifest says done.
 NOT_WAITED = frozenset({"upsert", "upsert_block", "delete_book"})
-AHEAD = 4  # writes the child may have queued before the parent waits for their answers
+AHEAD = 4  # writes the owner may have queued before the client waits for their answers
+CONNECT_S = 60.0  # how long a client tries to reach (or start) the owner before giving up
 
 
 class StoreProcess:
-    """An EdgeStore in a child process: the same methods, each one a call over a pipe."""
+    """An EdgeStore served by its owner process: the same methods, each one a call over a socket."""
 
     def __init__(self, root: Path, collection: str, dimension: int | None) -> None:
-        ctx = child_context()  # torch may be loaded here: never fork it
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, str(root), collection, dimension),
-                                 name="alexandria-store", daemon=True)
-        self._proc.start()
-        child.close()
         self._lock = threading.Lock()
         self._closed = False
         self._died: str | None = None
         self._unanswered = 0  # writes sent, their answers not yet read
         self.collection = collection
-        self.path = Path(root).expanduser() / collection
-        try:
-            self._call("opened")
-        except BaseException:
-            self._closed = True
-            self._conn.close()
-            self._proc.join(10)
-            raise
+        self.path = Path(root).expanduser().absolute() / collection
+        self._conn, opened = connect(self.path, dimension)
+        self.owner_pid = opened["pid"]
+        if opened.get("snapshot"):
+            log.info("the store %s is read-only: searching a private copy of it in %s",
+                     self.path, opened["snapshot"])
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        """Upserts are not waited for (the parent pickles the next block while the child stores
+        """Upserts are not waited for (the client pickles the next block while the owner stores
         this one): their errors come back with the next call that is."""
         with self._lock:
             if self._died:
@@ -77,10 +73,8 @@ class StoreProcess:
                     ok, value = self._conn.recv()
                     error = None if ok else value
             except (EOFError, OSError) as e:
-                self._proc.join(5)
-                code = self._proc.exitcode
-                why = f"killed by signal {-code}" if code and code < 0 else f"exit code {code}"
-                self._died = f"the store process for {self.path} died ({why})"
+                self._died = (f"the store owner process {self.owner_pid} for {self.path} died or "
+                              f"closed the connection ({type(e).__name__})")
                 raise StoreError(self._died) from e
         if error is not None:
             raise error
@@ -101,7 +95,7 @@ class StoreProcess:
         return lambda *args, **kwargs: self._call(name, *args, **kwargs)
 
     def iter_points(self, *args: Any, **kwargs: Any):
-        """Pages one call at a time: the child keeps the scroll, the pipe never holds it all."""
+        """Pages one call at a time: the owner keeps the scroll, the socket never holds it all."""
         self._call("iter_start", *args, **kwargs)
         while (page := self._call("iter_next")) is not None:
             yield page
@@ -110,72 +104,65 @@ class StoreProcess:
         if self._closed:
             return
         try:
-            if not self._died:  # a dead child's error was raised already
-                with contextlib.suppress(StoreError, OSError, EOFError):
+            if not self._died:  # a dead owner's error was raised already
+                try:
                     with self._lock:  # a book cut off by a stop: its upserts' answers no longer matter
                         self._answers(keep=0)
-                self._call("close")
+                    self._call("close")
+                except (StoreError, OSError, EOFError):
+                    pass
         finally:
             self._closed = True
             self._conn.close()
-            self._proc.join(30)
-            if self._proc.is_alive():
-                self._proc.kill()
 
 
-def _serve(conn, root: str, collection: str, dimension: int | None) -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
-    exit_with_parent()  # SIGKILLed once the run is gone, even mid-call (no end-of-file to notice then)
-    try:
-        store = EdgeStore(Path(root), collection, dimension)
-    except BaseException as e:
-        _reply(conn, False, e)
-        return
-    pages: Iterator[Any] = iter(())
-    spent: dict[str, float] = {}  # seconds in the engine per kind of call: what the run report shows
-    try:
-        while True:
-            try:
-                name, args, kwargs = conn.recv()
-            except (EOFError, OSError):  # the parent is gone
-                return
-            if name == "close":  # reply once the shard is released
-                store.close()
-                _reply(conn, True, None)
-                return
-            ok = True
-            started = time.perf_counter()
-            try:
-                if name == "opened":
-                    value = None
-                elif name == "seconds":
-                    value = dict(spent)
-                elif name == "iter_start":
-                    pages, value = store.iter_points(*args, **kwargs), None
-                elif name == "iter_next":
-                    value = next(pages, None)
-                else:
-                    value = getattr(store, name)(*args, **kwargs)
-            except BaseException as e:
-                ok, value = False, e
-            kind = name if name in ("flush", "delete_book") else (
-                "upsert" if name.startswith("upsert") else "other")
-            spent[kind] = spent.get(kind, 0.0) + time.perf_counter() - started
-            if not _reply(conn, ok, value):
-                return
-    finally:
-        store.close()  # a second close is a no-op
-
-
-def _reply(conn, ok: bool, value: Any) -> bool:
-    if not ok:
+def connect(shard: Path, dimension: int | None) -> tuple[Connection, dict[str, Any]]:
+    """A connection to the shard's owner, started here if nobody answers, and its 'open' answer."""
+    where = address(shard)
+    deadline = time.monotonic() + CONNECT_S
+    started: subprocess.Popen | None = None
+    while True:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            pickle.dumps(value)
-        except Exception:
-            value = StoreError(f"{type(value).__name__}: {value}")
-    try:
-        conn.send((ok, value))
-        return True
-    except (OSError, ValueError):  # the parent is gone
-        return False
+            sock.connect(where)
+            conn = Connection(sock.detach())
+        except (ConnectionRefusedError, FileNotFoundError):
+            sock.close()
+            if started is None or started.poll() is not None:
+                started = start_owner(shard)
+            if time.monotonic() > deadline:
+                raise StoreError(f"no store owner process for {shard} answered within "
+                                 f"{CONNECT_S:g} s") from None
+            time.sleep(0.02)
+            continue
+        try:
+            try:
+                conn.send(("open", (dimension,), {}))
+            except OSError:  # closed at once: a refusal may be waiting to be read
+                pass
+            ok, value = conn.recv()
+        except (EOFError, OSError):  # the owner was leaving as we came: start the next one
+            conn.close()
+            if time.monotonic() > deadline:
+                raise StoreError(f"the store owner process for {shard} kept closing the "
+                                 "connection") from None
+            time.sleep(0.02)
+            continue
+        if not ok:
+            conn.close()
+            raise value
+        return conn, value
+
+
+def start_owner(shard: Path) -> subprocess.Popen:
+    """The owner, detached: its own session (no terminal's signals), stdio to /dev/null."""
+    package_parent = str(Path(__file__).resolve().parents[2])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_parent, env.get("PYTHONPATH")) if p)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alexandria.store.owner", str(shard.parent), shard.name],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, close_fds=True, env=env, cwd="/")
+    # Reap it when it leaves, so a long-lived client keeps no zombie.
+    threading.Thread(target=proc.wait, name="alexandria-owner-reaper", daemon=True).start()
+    return proc

@@ -120,10 +120,10 @@ class Context:
         if clash:
             return [clash]
         note = self._dimension_note(stored)
-        from alexandria.store.edge import EdgeStore
+        from alexandria.store.process import StoreProcess
 
         try:
-            edge = EdgeStore(self.store, name, None)
+            edge = StoreProcess(self.store, name, None)  # its owner serves it, even mid-ingest
         except Exception as e:
             if isinstance(e, StoreBusy):
                 return [Check("store collection", "warn",
