@@ -158,12 +158,15 @@ def guard(fn, *args, **kwargs) -> int:
         return fn(*args, **kwargs)
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)
+        to_log_file(f"Error: {e}")
         return getattr(e, "exit_code", EXIT_USAGE)  # 65: damaged manifest, see `repair`
     except LockBusy as e:
         click.echo(f"Error: {e}", err=True)
+        to_log_file(f"Error: {e}")
         return EXIT_LOCKED
     except KeyboardInterrupt:
         click.echo("Stopped at once; the next run cleans up and resumes.", err=True)
+        to_log_file("Stopped at once (interrupted); the next run cleans up and resumes.")
         return 130
     except Exception as e:  # a bug: one sentence here, the traceback in the log file
         log.debug("unexpected error", exc_info=True)
@@ -174,6 +177,13 @@ def guard(fn, *args, **kwargs) -> int:
         click.echo(f"Error: unexpected {type(e).__name__}: {e} (the log has the details).",
                    err=True)
         return EXIT_INTERNAL
+
+
+def to_log_file(message: str) -> None:
+    """A fatal error in the log file too (the terminal had it already): cron mail is often lost."""
+    for handler in log.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(log.makeRecord(log.name, logging.ERROR, "", 0, message, None, None))
 
 
 def load_env() -> None:

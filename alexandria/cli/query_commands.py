@@ -86,8 +86,13 @@ def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdr
                    f"{t['chunks']} chunks, {t['tokens']} tokens")
         if s["last_run"]:
             lr = s["last_run"]
-            click.echo(f"last run #{lr['id']}: {lr['outcome']}, {lr['books_done']} done, "
-                       f"{lr['books_failed']} failed in {lr['elapsed_s']}s")
+            if lr["outcome"] == "unfinished":  # killed, or running now: no report yet
+                click.echo(f"last run #{lr['id']}: unfinished (killed, or still running), so far "
+                           f"{lr['books_done'] or 0} done, {lr['books_failed'] or 0} failed, "
+                           f"{lr.get('books_in_progress') or 0} in progress")
+            else:
+                click.echo(f"last run #{lr['id']}: {lr['outcome']}, {lr['books_done']} done, "
+                           f"{lr['books_failed']} failed in {lr['elapsed_s']}s")
         for b in s["books"]:
             if b["status"] == "failed":
                 click.echo(f"  failed  {b['title']}: {b['reason']}  ({b['path']})")

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from alexandria.store.location import Location
-from alexandria.store.manifest import Manifest
+from alexandria.store.manifest import Manifest, writable
 
 
 def status(where: Location, verify: bool = False) -> dict[str, Any]:
@@ -16,9 +16,11 @@ def status(where: Location, verify: bool = False) -> dict[str, Any]:
     if not mpath.exists():
         rows, last = {}, None
     else:
-        m = Manifest(mpath)
+        m = Manifest(mpath, read_only=not writable(mpath))  # a mounted snapshot: read only
         try:
             rows, last = m.rows(collection), m.last_run(collection)
+            if last and not last.get("finished_at"):  # killed, or still running: its counts so far
+                last["so_far"] = m.run_counts(collection, last["id"])
         finally:
             m.close()
     books = [
@@ -67,9 +69,12 @@ def _last_run(last: dict[str, Any] | None) -> dict[str, Any] | None:
     import json
 
     report = json.loads(last["report"]) if last.get("report") else {}
+    report = {**last.get("so_far", {}), **report}  # an unfinished run: what its books recorded
     return {
         "id": last["id"], "started_at": last["started_at"], "finished_at": last["finished_at"],
         "outcome": last["outcome"] or "unfinished",
         **{k: report.get(k) for k in ("books_done", "books_failed", "books_skipped", "chunks",
                                        "tokens", "elapsed_s", "chunks_per_min", "tokens_per_s")},
+        **({"books_in_progress": report.get("books_in_progress", 0)}
+           if not last["finished_at"] else {}),
     }

@@ -105,20 +105,27 @@ class Row:
 class Manifest:
     """One SQLite file, one connection per thread that uses it."""
 
-    def __init__(self, path: Path, check: bool = True) -> None:
+    def __init__(self, path: Path, check: bool = True, read_only: bool = False) -> None:
+        """read_only: for a store nobody may write (a mounted snapshot): no folder, no schema, no
+        journal setting is written; what it reads is the file as it is."""
         self.path = Path(path)
         self.con = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.con = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+            if read_only:
+                self.con = _connect_read_only(self.path)
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.con = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
             self.con.row_factory = sqlite3.Row
-            self.con.execute("PRAGMA journal_mode=WAL")
-            self.con.execute("PRAGMA synchronous=FULL")
+            if not read_only:
+                self.con.execute("PRAGMA journal_mode=WAL")
+                self.con.execute("PRAGMA synchronous=FULL")
             if check:  # damaged pages otherwise surface as a traceback deep inside a run
                 problems = [r[0] for r in self.con.execute("PRAGMA quick_check(1)")]
                 if problems != ["ok"]:
                     raise sqlite3.DatabaseError(problems[0])
-            self.con.executescript(SCHEMA)
+            if not read_only:
+                self.con.executescript(SCHEMA)
         except PermissionError as e:
             self._close_quietly()
             raise UsageError(f"The manifest {self.path} cannot be written ({e.strerror}).") from e
@@ -166,6 +173,18 @@ class Manifest:
             "SELECT * FROM runs WHERE collection = ? ORDER BY id DESC LIMIT 1", (collection,)
         ).fetchone()
         return dict(r) if r else None
+
+    def run_counts(self, collection: str, run_id: int) -> dict[str, Any]:
+        """What a run recorded so far, from its books' rows: an unfinished run's counts."""
+        cur = self.con.execute(
+            "SELECT status, COUNT(*), COALESCE(SUM(chunks), 0), COALESCE(SUM(tokens), 0) FROM books "
+            "WHERE collection = ? AND run_id = ? GROUP BY status", (collection, run_id))
+        by_status = {r[0]: (r[1], r[2], r[3]) for r in cur}
+        done = by_status.get("done", (0, 0, 0))
+        return {"books_done": done[0], "books_failed": by_status.get("failed", (0, 0, 0))[0],
+                "books_skipped": by_status.get("skipped", (0, 0, 0))[0],
+                "books_in_progress": by_status.get("in-progress", (0, 0, 0))[0],
+                "chunks": done[1], "tokens": done[2]}
 
     # -- writing -------------------------------------------------------------------------------
     def _write(self, sql: str, params=()) -> sqlite3.Cursor:
@@ -228,3 +247,25 @@ class Manifest:
             "UPDATE runs SET finished_at = ?, outcome = ?, report = ? WHERE id = ?",
             (time.time(), outcome, json.dumps(report, ensure_ascii=False), run_id),
         )
+
+
+def writable(path: Path) -> bool:
+    """Whether a manifest at PATH can be written: the file if it is there, else its folder."""
+    import os
+
+    probe = path if path.exists() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return os.access(probe, os.W_OK)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """mode=ro; where SQLite cannot make the WAL's shared-memory file beside it (a read-only
+    mount), immutable=1: the file is read as it is, with no locking."""
+    uri = path.resolve().as_uri()
+    try:
+        con = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return con
+    except sqlite3.OperationalError:
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)

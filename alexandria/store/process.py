@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from alexandria.store.base import StoreError
+from alexandria.store.edge import min_free_bytes
 from alexandria.store.owner import address
 
 log = logging.getLogger("alexandria")
@@ -48,10 +51,10 @@ class StoreProcess:
         self._unanswered = 0  # writes sent, their answers not yet read
         self.collection = collection
         self.path = Path(root).expanduser().absolute() / collection
-        self._conn, opened = connect(self.path, dimension)
+        self._conn, opened, self._started = connect(self.path, dimension)
         self.owner_pid = opened["pid"]
         if opened.get("snapshot"):
-            log.info("the store %s is read-only: searching a private copy of it in %s",
+            log.warning("the store %s is read-only: searching a private copy of it in %s",
                      self.path, opened["snapshot"])
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -74,11 +77,30 @@ class StoreProcess:
                     error = None if ok else value
             except (EOFError, OSError) as e:
                 self._died = (f"the store owner process {self.owner_pid} for {self.path} died or "
-                              f"closed the connection ({type(e).__name__})")
+                              f"closed the connection ({self._fate()})")
                 raise StoreError(self._died) from e
         if error is not None:
             raise error
         return value
+
+    def _fate(self) -> str:
+        """Why the owner went, as far as this client can tell: never a guess at a full disk."""
+        proc = self._started if self._started and self._started.pid == self.owner_pid else None
+        if proc is not None:
+            try:
+                code = proc.wait(5)
+                why = (f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}")
+            except (subprocess.TimeoutExpired, ValueError):
+                why = "it still runs"
+        else:
+            why = "it is gone" if not os.path.exists(f"/proc/{self.owner_pid}") else "it still runs"
+        try:
+            free = shutil.disk_usage(self.path).free
+        except OSError:
+            return why
+        if free < min_free_bytes():
+            why += f"; the disk holding the store has only {free / 2**20:.0f} MB free"
+        return why
 
     def _answers(self, keep: int) -> BaseException | None:
         """Read upsert answers until at most `keep` are outstanding; the first error, if any."""
@@ -116,8 +138,10 @@ class StoreProcess:
             self._conn.close()
 
 
-def connect(shard: Path, dimension: int | None) -> tuple[Connection, dict[str, Any]]:
-    """A connection to the shard's owner, started here if nobody answers, and its 'open' answer."""
+def connect(shard: Path, dimension: int | None
+            ) -> tuple[Connection, dict[str, Any], subprocess.Popen | None]:
+    """A connection to the shard's owner, started here if nobody answers, its 'open' answer and the
+    owner this client started (if it did)."""
     where = address(shard)
     deadline = time.monotonic() + CONNECT_S
     started: subprocess.Popen | None = None
@@ -151,7 +175,7 @@ def connect(shard: Path, dimension: int | None) -> tuple[Connection, dict[str, A
         if not ok:
             conn.close()
             raise value
-        return conn, value
+        return conn, value, started
 
 
 def start_owner(shard: Path) -> subprocess.Popen:
