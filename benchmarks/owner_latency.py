@@ -3,7 +3,7 @@ ingest's tokens/s with and without a search every 100 ms (docs/performance.md ha
 
     python benchmarks/owner_latency.py fill STORE --points 1000000
     python benchmarks/owner_latency.py latency STORE --queries 300
-    python benchmarks/owner_latency.py ingest WORK --runs 3 BOOK.epub BOOK.epub
+    python benchmarks/owner_latency.py ingest WORK --runs 5 [--how vector] BOOK.epub BOOK.epub
 """
 
 from __future__ import annotations
@@ -98,17 +98,30 @@ def latency(store: Path, queries: int, rounds: int) -> None:
 
 
 SEARCHER = r'''
-import sys, time
+import random, sys, time
 from pathlib import Path
 from alexandria.query.search import SearchOptions, search
-store, stop, every = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+from alexandria.store.process import StoreProcess
+store, stop, every, how = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
 opts = SearchOptions(model="minilm", device="cpu", dtype="fp32", store=store, top_k=5)
-search("warm", SearchOptions(model="minilm", device="cpu", dtype="fp32", store=store.parent / "w"))
+if how == "model":
+    search("warm", SearchOptions(model="minilm", device="cpu", dtype="fp32", store=store.parent / "w"))
+vector = [random.random() for _ in range(384)]
+
+
+def by_vector():  # what a search costs the store, without embedding the query
+    s = StoreProcess(store, "alexandria_minilm", 384)
+    try:
+        s.search(vector, 5, must_not={"kind": "parent"})
+    finally:
+        s.close()
+
+
 open(str(stop) + ".ready", "w").close()
 n = failed = 0
 while not stop.exists():
     try:
-        search("the sea and the ships", opts)
+        search("the sea and the ships", opts) if how == "model" else by_vector()
     except Exception as e:
         failed += 1
         print(type(e).__name__, e, file=sys.stderr)
@@ -118,7 +131,7 @@ print(n, failed)
 '''
 
 
-def ingest(work: Path, books: list[Path], runs: int, every: float) -> None:
+def ingest(work: Path, books: list[Path], runs: int, every: float, how: str) -> None:
     lib = work / "lib"
     lib.mkdir(parents=True, exist_ok=True)
     for b in books:
@@ -135,7 +148,7 @@ def ingest(work: Path, books: list[Path], runs: int, every: float) -> None:
             if mode == "searched":
                 stop = work / f"stop-{r}"
                 searcher = subprocess.Popen([sys.executable, str(script), str(store), str(stop),
-                                             str(every)], stdout=subprocess.PIPE, text=True)
+                                             str(every), how], stdout=subprocess.PIPE, text=True)
                 while not Path(str(stop) + ".ready").exists():
                     time.sleep(0.1)
             report = work / f"report-{mode}-{r}.json"
@@ -172,13 +185,16 @@ def main() -> None:
     ing.add_argument("books", type=Path, nargs="+")
     ing.add_argument("--runs", type=int, default=3)
     ing.add_argument("--every", type=float, default=0.1)
+    ing.add_argument("--how", choices=("model", "vector"), default="model",
+                     help="model: full searches (the query embedded on this CPU too); vector: only "
+                          "the store's part (connect, search, close)")
     a = ap.parse_args()
     if a.cmd == "fill":
         fill(a.store, a.points)
     elif a.cmd == "latency":
         latency(a.store, a.queries, a.rounds)
     else:
-        ingest(a.work, a.books, a.runs, a.every)
+        ingest(a.work, a.books, a.runs, a.every, a.how)
 
 
 if __name__ == "__main__":
