@@ -13,8 +13,10 @@ ingest used to fail ("open in another process"). Now whoever needs the shard (a 
 - Calls are VectorStore methods, pickled both ways as over the ingest's old pipe (the client side is
   alexandria.store.process.StoreProcess). One thread per client, one lock around the shard: a search
   waits for one upsert block at most, never for a whole ingest, and answers from what is stored.
-- It holds the shard while it has clients and exits GRACE_S after the last one leaves, so nothing of
-  a SIGKILLed run outlives it by more than a few seconds. Killed itself, it leaves no claim: the
+- It holds the shard while it has clients: the last one's close closes the shard before it is
+  answered (a command that returned has its shard closed, as before), and the owner exits GRACE_S
+  later unless a new client came (it reopens the shard), so nothing of a SIGKILLed run outlives it by
+  more than a few seconds. Killed itself, it leaves no claim: the
   kernel drops the shard's lock and the socket's name; the next client starts a new owner.
 - A client that vanished (a killed run) may leave writes queued in its socket: they are dropped,
   not applied, so they cannot land after the next run's recovery deleted that book's points.
@@ -48,7 +50,7 @@ from alexandria.store.edge import EdgeStore, edge_dimension
 
 log = logging.getLogger("alexandria")
 
-GRACE_S = 1.5  # how long the owner keeps the shard after its last client left
+GRACE_S = 1.5  # how long the owner waits for a next client after its last one left
 WRITES = frozenset({"upsert", "upsert_block", "delete_book", "set_book_payload"})
 
 
@@ -112,6 +114,9 @@ class Owner:
                     f"Collection {self.collection!r} in {self.root} holds {stored}-dimensional "
                     f"vectors but the model makes {dimension}; use another --collection.")
             return
+        if self.snapshot is not None:  # reopened after an idle moment: the same private copy
+            self.store = EdgeStore(self.snapshot, self.collection, dimension)
+            return
         if (self.path / "edge_config.json").is_file() and not writable(self.path):
             copy = Path(tempfile.mkdtemp(prefix="alexandria-snapshot-"))
             try:
@@ -123,6 +128,18 @@ class Owner:
             self.snapshot = copy
             return
         self.store = EdgeStore(self.root, self.collection, dimension)
+
+    def release_if_last(self, leaving: int) -> None:
+        """The last client is leaving (`leaving` still counted): close the shard now, so that once
+        a command returns the shard is closed, as when each command opened it itself (its files
+        settled, another process free to load it). The owner stays its grace; a next client
+        reopens it."""
+        with self.lock:
+            with self.count_lock:
+                last = self.clients == leaving
+            if last and self.store is not None:
+                self.store.close()
+                self.store = None
 
     def close(self) -> None:
         with self.lock:
@@ -141,6 +158,7 @@ class Owner:
             with self.count_lock:
                 self.clients -= 1
                 self.left_at = time.monotonic()
+            self.release_if_last(0)  # a client that left without "close" (killed)
 
     def _serve(self, conn: Connection) -> None:
         try:
@@ -165,8 +183,13 @@ class Owner:
                 name, args, kwargs = conn.recv()
             except (EOFError, OSError, pickle.UnpicklingError):
                 return
-            if name == "close":
-                reply(conn, True, None)
+            if name == "close":  # the shard is closed before the answer if this is the last client
+                try:
+                    self.release_if_last(1)
+                    ok, value = True, None
+                except BaseException as e:
+                    ok, value = False, e
+                reply(conn, ok, value)
                 return
             if name in WRITES and hung_up(conn):  # a killed client's queued writes: dropped
                 return

@@ -200,3 +200,24 @@ def test_point_data_crosses_the_socket_unchanged(tmp_path):
         assert store.get([p.id]) == {p.id: p.payload}
     finally:
         store.close()
+
+
+def test_the_last_clients_close_closes_the_shard_before_it_returns(tmp_path):
+    """A command that returned has its shard closed (files settled, loadable elsewhere at once);
+    the owner, still there for its grace, reopens the shard for the next client."""
+    import qdrant_edge
+
+    store = StoreProcess(tmp_path, "c", 4)
+    store.upsert(points("a", 3))
+    store.flush()
+    pid = store.owner_pid
+    store.close()
+    shard = qdrant_edge.EdgeShard.load(str(tmp_path / "c"), None)  # no WouldBlock, no waiting
+    shard.close()
+    os.kill(pid, 0)  # the owner is still there
+    again = StoreProcess(tmp_path, "c", None)
+    try:
+        assert again.owner_pid == pid
+        assert again.count() == 3
+    finally:
+        again.close()
