@@ -4,6 +4,7 @@ ingest's tokens/s with and without a search every 100 ms (docs/performance.md ha
     python benchmarks/owner_latency.py fill STORE --points 1000000
     python benchmarks/owner_latency.py latency STORE --queries 300
     python benchmarks/owner_latency.py ingest WORK --runs 5 [--how vector] BOOK.epub BOOK.epub
+    python benchmarks/owner_latency.py ingest WORK --how vector --device cuda --synthetic bge-m3 BOOKS...
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 COLLECTION = "bench"
 DIM = 384
+INGESTED = "owner_bench"  # the ingests' collection, whatever the model
 
 
 def fill(store: Path, points: int) -> None:
@@ -103,14 +105,16 @@ from pathlib import Path
 from alexandria.query.search import SearchOptions, search
 from alexandria.store.process import StoreProcess
 store, stop, every, how = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-opts = SearchOptions(model="minilm", device="cpu", dtype="fp32", store=store, top_k=5)
+model, dim, collection = sys.argv[5], int(sys.argv[6]), sys.argv[7]
+opts = SearchOptions(model=model, device="cpu", dtype="fp32", store=store, top_k=5,
+                     collection=collection)
 if how == "model":
-    search("warm", SearchOptions(model="minilm", device="cpu", dtype="fp32", store=store.parent / "w"))
-vector = [random.random() for _ in range(384)]
+    search("warm", SearchOptions(model=model, device="cpu", dtype="fp32", store=store.parent / "w"))
+vector = [random.random() for _ in range(dim)]
 
 
 def by_vector():  # what a search costs the store, without embedding the query
-    s = StoreProcess(store, "alexandria_minilm", 384)
+    s = StoreProcess(store, collection, dim)
     try:
         s.search(vector, 5, must_not={"kind": "parent"})
     finally:
@@ -131,11 +135,24 @@ print(n, failed)
 '''
 
 
-def ingest(work: Path, books: list[Path], runs: int, every: float, how: str) -> None:
+def synthetic_model(alias: str, books: list[Path], work: Path, device: str) -> Path:
+    """Random weights of the exact architecture (no hub here): speed only, never quality."""
+    from alexandria.tools.bench.corpus import corpus_texts
+    from alexandria.tools.bench.synthetic import build_synthetic_model
+
+    return build_synthetic_model(alias, corpus_texts(books), work / f"synthetic-{alias}",
+                                 device, print).resolve()
+
+
+def ingest(work: Path, books: list[Path], runs: int, every: float, how: str, model: str,
+           device: str, synthetic: str | None) -> None:
     lib = work / "lib"
     lib.mkdir(parents=True, exist_ok=True)
     for b in books:
         shutil.copy2(b, lib / b.name)
+    if synthetic:
+        model = str(synthetic_model(synthetic, books, work, device))
+    dim = {"minilm": 384, "bge-m3": 1024, "embeddinggemma": 768}[synthetic or model]
     script = work / "searcher.py"
     script.write_text(SEARCHER)
     rates: dict[str, list[float]] = {"alone": [], "searched": []}
@@ -148,12 +165,14 @@ def ingest(work: Path, books: list[Path], runs: int, every: float, how: str) -> 
             if mode == "searched":
                 stop = work / f"stop-{r}"
                 searcher = subprocess.Popen([sys.executable, str(script), str(store), str(stop),
-                                             str(every), how], stdout=subprocess.PIPE, text=True)
+                                             str(every), how, model, str(dim), INGESTED],
+                                            stdout=subprocess.PIPE, text=True)
                 while not Path(str(stop) + ".ready").exists():
                     time.sleep(0.1)
             report = work / f"report-{mode}-{r}.json"
-            proc = subprocess.run([sys.executable, "-m", "alexandria", "ingest", "--model", "minilm",
-                                   "--device", "cpu", "--store", str(store), "--directory", str(lib),
+            proc = subprocess.run([sys.executable, "-m", "alexandria", "ingest", "--model", model,
+                                   "--device", device, "--store", str(store), "--directory", str(lib),
+                                   "--collection", INGESTED,
                                    "--log-dir", str(work / "logs"), "--report", str(report),
                                    "--quiet"], capture_output=True, text=True)
             if searcher is not None:
@@ -162,11 +181,14 @@ def ingest(work: Path, books: list[Path], runs: int, every: float, how: str) -> 
             assert proc.returncode == 0, proc.stderr[-2000:]
             data = json.loads(report.read_text())
             rates[mode].append(data["tokens_per_s"])
-            print(mode, r, data["tokens_per_s"], data.get("tokens"), flush=True)
+            print(mode, r, data["tokens_per_s"], data.get("tokens"), data.get("elapsed_s"),
+                  counts[-1] if mode == "searched" else "", flush=True)
     out = {k: {"median_tokens_per_s": statistics.median(v), "runs": v} for k, v in rates.items()}
     out["slowdown_pct"] = round(100 * (1 - out["searched"]["median_tokens_per_s"]
                                        / out["alone"]["median_tokens_per_s"]), 1)
     out["searches_and_failures_per_run"] = counts
+    pairs = [s / a for a, s in zip(rates["alone"], rates["searched"], strict=True)]
+    out["slowdown_pct_median_of_pairs"] = round(100 * (1 - statistics.median(pairs)), 1)
     print(json.dumps(out))
 
 
@@ -188,13 +210,17 @@ def main() -> None:
     ing.add_argument("--how", choices=("model", "vector"), default="model",
                      help="model: full searches (the query embedded on this CPU too); vector: only "
                           "the store's part (connect, search, close)")
+    ing.add_argument("--model", default="minilm")
+    ing.add_argument("--device", default="cpu")
+    ing.add_argument("--synthetic", choices=("bge-m3", "embeddinggemma"),
+                     help="random weights of this model's architecture (speed only)")
     a = ap.parse_args()
     if a.cmd == "fill":
         fill(a.store, a.points)
     elif a.cmd == "latency":
         latency(a.store, a.queries, a.rounds)
     else:
-        ingest(a.work, a.books, a.runs, a.every, a.how)
+        ingest(a.work, a.books, a.runs, a.every, a.how, a.model, a.device, a.synthetic)
 
 
 if __name__ == "__main__":

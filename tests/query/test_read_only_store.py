@@ -1,4 +1,4 @@
-"""A store on a read-only mount (a snapshot): search, status and status --verify answer, and
+"""A store on a read-only mount (a snapshot): search, status, status --verify and plan answer, and
 nothing is written to it."""
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def tree(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def test_a_store_on_a_read_only_mount_is_searched_and_verified_and_left_untouched(tmp_path, small_epubs):
+def test_a_store_on_a_read_only_mount_is_searched_verified_and_planned_and_left_untouched(tmp_path, small_epubs):
     if not can_bind_mount():
         pytest.skip("needs root and a private mount namespace (unshare -m)")
     lib, store = tmp_path / "lib", tmp_path / "store"
@@ -75,16 +75,21 @@ def test_a_store_on_a_read_only_mount_is_searched_and_verified_and_left_untouche
               f'"$PY" -m alexandria status --json --verify {common} > {tmp_path}/verify.json; '
               'echo "verify=$?"\n'
               f'"$PY" -m alexandria status {common}; echo "status=$?"\n'
+              f'"$PY" -m alexandria plan --json {common} --directory {lib} > {tmp_path}/plan.json; '
+              'echo "plan=$?"\n'
               f'touch {store}/probe; echo "touch=$?"\n')
     ns = subprocess.run(["unshare", "-m", "sh", "-ec", script], capture_output=True, text=True,
                         env=dict(os.environ, PY=sys.executable), timeout=600, cwd=REPO)
     out = ns.stdout + ns.stderr
     assert "touch=1" in ns.stdout, out  # the mount really is read-only
     assert "search=0" in ns.stdout and "verify=0" in ns.stdout and "status=0" in ns.stdout, out
+    assert "plan=0" in ns.stdout, out
     hits = json.loads((tmp_path / "search.json").read_text())
     assert len(hits) > 0
     verify = json.loads((tmp_path / "verify.json").read_text())
     assert verify["mismatches"] == 0 and verify["totals"]["store_points"] > 0, verify
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["counts"]["unchanged"] == 2, plan  # the manifest was read: both books are done
     assert "read-only" in ns.stderr and "private copy" in ns.stderr, ns.stderr
     wait_owner_gone(shard)
     assert tree(store) == before  # nothing written, not even a WAL or a lock file
