@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from alexandria.store.location import Location
-from alexandria.store.manifest import Manifest, writable
+from alexandria.store.manifest import Manifest
 
 
 def status(where: Location, verify: bool = False) -> dict[str, Any]:
@@ -16,7 +16,7 @@ def status(where: Location, verify: bool = False) -> dict[str, Any]:
     if not mpath.exists():
         rows, last = {}, None
     else:
-        m = Manifest(mpath, read_only=not writable(mpath))  # a mounted snapshot: read only
+        m = Manifest.for_reading(mpath)
         try:
             rows, last = m.rows(collection), m.last_run(collection)
             if last and not last.get("finished_at"):  # killed, or still running: its counts so far

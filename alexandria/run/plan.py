@@ -228,7 +228,7 @@ def plan_run(opts: IngestOptions) -> dict[str, Any]:
     books, everything = gather_books(opts)
     rows = {}
     if where.manifest.exists():
-        m = Manifest(where.manifest)
+        m = Manifest.for_reading(where.manifest)
         try:
             rows = m.rows(where.collection)
         finally:

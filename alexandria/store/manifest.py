@@ -105,6 +105,12 @@ class Row:
 class Manifest:
     """One SQLite file, one connection per thread that uses it."""
 
+    @classmethod
+    def for_reading(cls, path: Path) -> Manifest:
+        """For commands that only read it (status, plan, serve): read-only where it cannot be
+        written (a mounted snapshot, a backup), so they work there and write nothing."""
+        return cls(path, read_only=not writable(path))
+
     def __init__(self, path: Path, check: bool = True, read_only: bool = False) -> None:
         """read_only: for a store nobody may write (a mounted snapshot): no folder, no schema, no
         journal setting is written; what it reads is the file as it is."""
