@@ -10,13 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from alexandria.chunking.settings import STRATEGIES, ChunkSettings
 from alexandria.embedding.models import ModelSpec, resolve_model
 from alexandria.errors import UsageError
 from alexandria.store.base import VectorStore
 from alexandria.store.lock import LOCK_NAME
+
+if TYPE_CHECKING:
+    from alexandria.store.catalog import StoredCollection
 
 DEFAULT_STORE = Path("data/qdrant")
 MANIFEST_NAME = "manifest.sqlite"
@@ -68,6 +71,32 @@ class Location:
             manifest=Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME,
             settings=settings,
         )
+
+    @classmethod
+    def find(cls, model: str | None = None, *, chunker: str | None = None,
+             store: Path | str | None = None, url: str | None = None, api_key: str | None = None,
+             collection: str | None = None, manifest: Path | str | None = None,
+             settings: ChunkSettings | None = None) -> tuple[Location, StoredCollection]:
+        """An existing collection (search, status): the one --collection names, or the store's
+        only one for the --model and --chunker given (None: any), with the model and chunker its
+        ingest recorded. Nothing is created; none or several is one sentence (UsageError)."""
+        from alexandria.store.catalog import choose
+
+        folder = Path(store).expanduser() if store is not None else DEFAULT_STORE
+        mpath = Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME
+        found = choose(folder, mpath, url or None, model=model, chunker=chunker,
+                       collection=collection)
+        if found.model is None:
+            if model is None:
+                raise UsageError(f"The manifest {mpath} does not say which model made "
+                                 f"{found.name}; give its --model.")
+        stored = found.settings or ChunkSettings(strategy=chunker or "structural")
+        if settings is None:
+            settings = stored
+        where = cls.of(model if model is not None else cast(str, found.model), store=folder,
+                       url=url, api_key=api_key, collection=found.name, manifest=mpath,
+                       settings=settings)
+        return where, found
 
     @property
     def lock(self) -> Path:
