@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from alexandria.errors import UsageError
+from alexandria.store.base import CollectionMissing
 from alexandria.store.catalog import StoredCollection
 from alexandria.store.location import DEFAULT_STORE, Location
 
@@ -74,13 +75,23 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
     opts = opts or SearchOptions()
     if not query.strip():
         raise UsageError("The query is empty: give the words to search for.")
-    where, stored = opts.find()
+    try:
+        where, stored = opts.find()
+    except UsageError:
+        if ingest_running(opts):  # it is creating the collection: nothing is stored yet
+            return []
+        raise
     embedder = get_embedder(where.spec, opts.device, query_dtype(opts.dtype, stored.dtype))
     if stored.dimension is not None and stored.dimension != embedder.dimension:
         raise UsageError(f"Collection {where.collection!r} holds {stored.dimension}-dimensional "
                          f"vectors but {where.spec.name} makes {embedder.dimension}; give the "
                          "--model of its ingest.")
-    store = where.open_store()  # an existing collection only
+    try:
+        store = where.open_store()  # an existing collection only
+    except CollectionMissing:
+        if ingest_running(opts):
+            return []
+        raise
     try:
         must = {k: v for k, v in {
             "authors": opts.author, "tags": opts.tag, "language": opts.language,
@@ -107,6 +118,14 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
         )
         for h in hits
     ]
+
+
+def ingest_running(opts: SearchOptions) -> bool:
+    """Whether an ingest holds this store's run lock (it may be creating the collection now)."""
+    from alexandria.store.lock import LOCK_NAME, probe
+
+    folder = Path(opts.manifest).expanduser().parent if opts.manifest else Path(opts.store)
+    return probe(folder / LOCK_NAME) is not None
 
 
 def query_dtype(asked: str, stored: str | None) -> str:

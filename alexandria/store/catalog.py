@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from alexandria.chunking.settings import ChunkSettings
+from alexandria.chunking.settings import STRATEGIES, ChunkSettings
 from alexandria.embedding.models import ALIASES, HUB_ALIASES
 from alexandria.errors import UsageError
 from alexandria.store.edge import edge_dimension
@@ -116,6 +116,7 @@ def choose(store: Path, manifest: Path, url: str | None, *, model: str | None = 
     """The one collection the options mean: named by --collection, or the only one matching
     --model and --chunker (either may be None: any). None match, or several: one sentence."""
     from alexandria.embedding.models import resolve_model
+    from alexandria.store.location import default_collection
 
     spec = resolve_model(model) if model is not None else None  # a bad name: its own sentence
     where = url or str(store)
@@ -132,9 +133,14 @@ def choose(store: Path, manifest: Path, url: str | None, *, model: str | None = 
         raise UsageError(f"There is no collection {collection!r} in {where}; it has: {listing}.")
     candidates = found
     if spec is not None:
-        candidates = [c for c in candidates if same_model(c.model, spec.name, spec.source)]
+        # Rows that record no model or chunker (hand-made, or very old): the name the options give.
+        named = {default_collection(spec, k) for k in ([chunker] if chunker else STRATEGIES)}
+        candidates = [c for c in candidates if same_model(c.model, spec.name, spec.source)
+                      or (c.model is None and c.name in named)]
     if chunker is not None:
-        candidates = [c for c in candidates if c.chunker == chunker]
+        candidates = [c for c in candidates if c.chunker == chunker
+                      or (c.chunker is None and spec is not None
+                          and c.name == default_collection(spec, chunker))]
     if len(candidates) == 1:
         return candidates[0]
     asked = " ".join(f"--{k} {v}" for k, v in (("model", model), ("chunker", chunker)) if v)

@@ -86,13 +86,11 @@ class Location:
         mpath = Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME
         found = choose(folder, mpath, url or None, model=model, chunker=chunker,
                        collection=collection)
-        if found.model is None:
-            if model is None:
-                raise UsageError(f"The manifest {mpath} does not say which model made "
-                                 f"{found.name}; give its --model.")
-        stored = found.settings or ChunkSettings(strategy=chunker or "structural")
+        if found.model is None and model is None:
+            raise UsageError(f"The manifest {mpath} does not say which model made {found.name}; "
+                             "give its --model.")
         if settings is None:
-            settings = stored
+            settings = found.settings or ChunkSettings(strategy=chunker or "structural")
         where = cls.of(model if model is not None else cast(str, found.model), store=folder,
                        url=url, api_key=api_key, collection=found.name, manifest=mpath,
                        settings=settings)
