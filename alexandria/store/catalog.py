@@ -17,7 +17,7 @@ from alexandria.chunking.settings import STRATEGIES, ChunkSettings
 from alexandria.embedding.models import ALIASES, HUB_ALIASES
 from alexandria.errors import UsageError
 from alexandria.store.edge import edge_dimension
-from alexandria.store.manifest import Manifest
+from alexandria.store.manifest import Manifest, ManifestCorrupt
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,15 @@ def stored_collections(store: Path, manifest: Path, url: str | None = None) -> l
     """Every collection the manifest or the embedded store folder knows; reads only."""
     known: dict = {}
     if manifest.is_file():
-        m = Manifest(manifest, read_only=True)
         try:
-            known = m.collections()
-        finally:
-            m.close()
+            m = Manifest(manifest, read_only=True)
+        except ManifestCorrupt:  # the store's folders still tell; status names the damage itself
+            m = None
+        if m is not None:
+            try:
+                known = m.collections()
+            finally:
+                m.close()
     names = set(known)
     if url is None and store.is_dir():
         names |= {p.parent.name for p in store.glob("*/edge_config.json")}
