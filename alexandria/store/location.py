@@ -84,8 +84,18 @@ class Location:
 
         folder = Path(store).expanduser() if store is not None else DEFAULT_STORE
         mpath = Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME
-        found = choose(folder, mpath, url or None, model=model, chunker=chunker,
-                       collection=collection)
+        try:
+            found = choose(folder, mpath, url or None, model=model, chunker=chunker,
+                           collection=collection)
+        except UsageError:
+            if not (url and model):
+                raise
+            # A server collection this manifest never wrote (an export, another machine's
+            # ingest): the server itself says whether it exists; it is opened, never created.
+            where = cls.of(model, store=folder, url=url, api_key=api_key, collection=collection,
+                           manifest=mpath, settings=settings or ChunkSettings(
+                               strategy=chunker or "structural"))
+            return where, unrecorded(where)
         if found.model is None and model is None:
             raise UsageError(f"The manifest {mpath} does not say which model made {found.name}; "
                              "give its --model.")
@@ -124,6 +134,14 @@ class Location:
         wrap_client.
         """
         return open_store(self.collection, dimension, self.store, self.url, self.api_key, **server)
+
+
+def unrecorded(where: Location) -> StoredCollection:
+    """What is known of a collection only the options name: its model and chunker, nothing stored."""
+    from alexandria.store.catalog import StoredCollection
+
+    return StoredCollection(name=where.collection, model=where.spec.name, dtype=None, device=None,
+                            settings=where.settings, dimension=None, books=0, done=0, in_store=True)
 
 
 def fingerprint(settings: ChunkSettings, max_seq_length: int) -> str:
