@@ -11,9 +11,11 @@ from tests.conftest import REPO, ingest_args, run_cli
 
 
 def one_sentence(proc) -> str:
+    """The error's sentence: the only line on stderr besides the run's progress lines."""
     err = proc.stderr.strip()
     assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip()
+             and not line.startswith(("loading model ", "skipped  "))]
     assert len(lines) == 1, err
     return lines[0]
 

@@ -57,6 +57,15 @@ def model_options(f):
     return f
 
 
+def given(name: str, value):
+    """The option's value if the user gave it (flag, environment or .env), else None: search,
+    status and plan then take it from the store's collection instead of the default."""
+    from click.core import ParameterSource
+
+    source = click.get_current_context().get_parameter_source(name)
+    return None if source in (None, ParameterSource.DEFAULT) else value
+
+
 def api_key() -> str | None:
     return os.environ.get("QDRANT_API_KEY") or None
 

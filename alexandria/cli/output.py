@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.handlers
+import re
 import sys
 from pathlib import Path
 
@@ -67,13 +68,19 @@ class TqdmHandler(logging.Handler):
 
 
 class ProgressBar:
-    """tqdm over books to ingest, with chunks/min in the postfix."""
+    """tqdm over the planned books: a total (hence an ETA) once the plan is made, chunks/min."""
 
     def __init__(self) -> None:
         from tqdm import tqdm
 
-        self.tqdm = tqdm(unit="book", file=sys.stderr, dynamic_ncols=True, desc="ingest")
+        self.tqdm = tqdm(unit="book", file=sys.stderr, dynamic_ncols=True, desc="ingest",
+                         total=None, delay=0.5)
         self.chunks = 0
+
+    def start(self, total: int) -> None:
+        """The plan is made: `total` results will come (books of this run, and removals)."""
+        self.tqdm.total = total
+        self.tqdm.refresh()
 
     def update(self, result) -> None:
         if result.status == "done":
@@ -81,7 +88,8 @@ class ProgressBar:
         self.tqdm.update(1)
         elapsed = self.tqdm.format_dict.get("elapsed") or 0
         if elapsed:
-            self.tqdm.set_postfix(chunks=self.chunks, per_min=int(60 * self.chunks / elapsed))
+            self.tqdm.set_postfix_str(f"{plural(self.chunks, 'chunk')}, "
+                                      f"{60 * self.chunks / elapsed:.0f} chunks/min")
 
     def close(self) -> None:
         self.tqdm.close()
@@ -91,7 +99,11 @@ def progress_bar(enabled: bool) -> ProgressBar | None:
     return ProgressBar() if enabled else None
 
 
-def print_summary(report) -> None:
+def plural(n: int | float, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def print_summary(report, next_command: str | None = None) -> None:
     r = report
     out = click.echo
     if r.dry_run:
@@ -108,16 +120,69 @@ def print_summary(report) -> None:
                 out(f"    [{s['chapter'] or '-'} | {s['tokens']} tok] {text}")
     for f in r.failures:
         out(f"failed: {f['book']} ({f['path']}): {f['reason']}", err=True)
-    vram = f"{r.vram_peak_mb:.0f} MB" if r.vram_peak_mb is not None else "n/a"
-    if r.vram_peak_nvml_mb is not None:
-        vram += f" (NVML {r.vram_peak_nvml_mb:.0f} MB)"
+    vram = ""
+    if r.vram_peak_mb is not None:
+        vram = f"; peak VRAM {r.vram_peak_mb:.0f} MB"
+        if r.vram_peak_nvml_mb is not None:
+            vram += f" (NVML {r.vram_peak_nvml_mb:.0f} MB)"
     mode = "dry run: " if r.dry_run else ""
     stopped = f", stopped by {r.interrupted}" if r.interrupted else ""
+    speed = (f" ({r.chunks_per_min:.0f} chunks/min, {r.tokens_per_s:.0f} tokens/s)"
+             if r.chunks else "")
     out(
         f"{mode}{r.books_done} done, {r.books_skipped} skipped ({r.books_unchanged} unchanged), "
-        f"{r.books_failed} failed of {r.books_total} books; {r.chunks} chunks, {r.tokens} tokens "
-        f"in {r.elapsed_s:.1f}s ({r.chunks_per_min:.0f} chunks/min, {r.tokens_per_s:.0f} "
-        f"tokens/s); peak VRAM {vram}; {r.device or '-'} {r.model} {r.dtype or ''}{stopped}"
+        f"{r.books_failed} failed of {plural(r.books_total, 'book')}; "
+        f"{plural(r.chunks, 'chunk')}, {plural(r.tokens, 'token')} in {r.elapsed_s:.1f}s{speed}"
+        f"{vram}; {r.model}{'' if r.dry_run else f' on {r.device} in {r.dtype}'}{stopped}"
     )
+    if not r.dry_run and r.store:
+        named = "" if r.store.endswith(r.collection) else f", collection {r.collection}"
+        out(f"stored in {r.store}{named} (manifest {r.manifest})")
+    if next_command:
+        out(f"next: {next_command}")
 
 
+# A hit's passage on screen: about this many characters, cut at a sentence end, else a word end.
+PASSAGE_CHARS = 600
+SENTENCE_END = re.compile(r"[.!?…][\"”’»)\]]*\s")
+# A hit scoring under this share of the top hit is marked weak: cosine scores differ by model, but
+# within one query the gap to the best hit tells a side remark from an answer.
+WEAK_SHARE = 0.75
+
+
+def passage(text: str, limit: int = PASSAGE_CHARS) -> str:
+    """`text` on one line; past `limit`, cut at the last sentence end in its second half, else at
+    the last word end, with an ellipsis."""
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    head = flat[: limit + 1]
+    ends = [m.end() for m in SENTENCE_END.finditer(head) if m.end() > limit // 2]
+    if ends:
+        return head[: ends[-1]].rstrip() + " …"
+    space = head.rfind(" ")
+    return head[: space if space > 0 else limit].rstrip(" ,;:—-") + "…"
+
+
+def weak(score: float, top: float, floor: float | None) -> bool:
+    """A weak match: far below the best hit, or under the model's measured floor for related text."""
+    return score < top * WEAK_SHARE or (floor is not None and score < floor)
+
+
+def print_results(results, full: bool = False, floor: float | None = None) -> None:
+    out = click.echo
+    if not results:
+        out("No results.")
+        return
+    top = results[0].score
+    for i, r in enumerate(results, 1):
+        mark = "  (weak match)" if weak(r.score, top, floor) else ""
+        out(f"{i}. {r.score:.3f}{mark}  {r.title} — {', '.join(r.authors) or 'unknown'}"
+            f"  [{r.chapter or '-'}]")
+        out("   " + (" ".join(r.text.split()) if full else passage(r.text)))
+        if r.parent is not None:
+            text = " ".join((r.parent.get("text") or "").split())
+            shown = text if full else passage(text)
+            out(f"   chapter ({len(text)} characters): {shown}")
+    if floor is not None and top < floor:
+        out("No passage is a close match: these are only loosely related to the query.")

@@ -13,17 +13,20 @@ from alexandria.cli.common import (
     api_key,
     chunker_option,
     cli,
+    given,
     guard,
     model_options,
     opt,
 )
-from alexandria.cli.output import setup_logging
+from alexandria.cli.output import plural, print_results, setup_logging
 
 
 @cli.command("search")
 @click.argument("query")
 @opt("--top-k", type=int, default=5, show_default=True)
 @opt("--json", "as_json", is_flag=True, default=False, help="Machine-readable output.")
+@opt("--full", is_flag=True, default=False,
+     help="Each passage whole (default: cut at a sentence or word end, marked with …).")
 @opt("--author", default=None, help="Only books by this author (exact name).")
 @opt("--tag", default=None, help="Only books with this tag.")
 @opt("--language", default=None, help="Only books in this language (calibre code, e.g. eng).")
@@ -32,30 +35,34 @@ from alexandria.cli.output import setup_logging
 @opt("--with-parent", is_flag=True, default=False,
      help="hierarchical: also show the chapter each hit comes from.")
 @model_options
-def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, **kw) -> None:
-    """Best chunks for QUERY, with book, authors, chapter and score."""
+def search_cmd(query, top_k, as_json, full, author, tag, language, series, manifest, **kw) -> None:
+    """Best chunks for QUERY, with book, authors, chapter and score.
+
+    Without --model and --chunker: the store's collection (its only one, or the one they pick).
+    """
 
     def run() -> int:
         from alexandria.query.search import SearchOptions, search
 
+        kw["model"], kw["chunker"] = given("model", kw["model"]), given("chunker", kw["chunker"])
         opts = SearchOptions(top_k=top_k, author=author, tag=tag, language=language,
-                             series=series, api_key=api_key(), **kw)
+                             series=series, api_key=api_key(), manifest=manifest, **kw)
         results = search(query, opts)
         if as_json:
             click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
             return EXIT_OK
-        if not results:
-            click.echo("No results.")
-        for i, r in enumerate(results, 1):
-            click.echo(f"{i}. {r.score:.3f}  {r.title} — {', '.join(r.authors) or 'unknown'}"
-                       f"  [{r.chapter or '-'}]")
-            click.echo("   " + " ".join(r.text.split())[:300])
-            if r.parent is not None:
-                text = " ".join((r.parent.get("text") or "").split())
-                click.echo(f"   chapter ({len(text)} characters): {text[:600]}")
+        print_results(results, full, weak_floor(results))
         return EXIT_OK
 
     sys.exit(guard(run))
+
+
+def weak_floor(results) -> float | None:
+    """The score under which the collection's model calls a hit weak (its payload names the model)."""
+    from alexandria.embedding.models import ALIASES
+
+    name = results[0].payload.get("model") if results else None
+    return ALIASES[name]().weak_below if name in ALIASES else None
 
 
 @cli.command("status")
@@ -65,25 +72,31 @@ def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, *
 @chunker_option
 @model_options
 def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdrant_url, **_) -> None:
-    """Books done / failed / skipped / pending, from the manifest."""
+    """Books done / failed / skipped / pending, from the manifest.
+
+    Without --model and --chunker: the store's collection (its only one, or the one they pick).
+    """
 
     def run() -> int:
-        from alexandria.chunking.settings import ChunkSettings
         from alexandria.query.status import status
         from alexandria.store.location import Location
 
-        where = Location.of(model, store=store, url=qdrant_url, api_key=api_key(),
-                            collection=collection, manifest=manifest,
-                            settings=ChunkSettings(strategy=chunker))
+        where, found = Location.find(given("model", model), chunker=given("chunker", chunker),
+                                     store=store, url=qdrant_url, api_key=api_key(),
+                                     collection=collection, manifest=manifest)
         s = status(where, verify)
+        s["model"], s["dtype"], s["chunker"] = found.model, found.dtype, found.chunker
+        s["dimension"] = found.dimension
         if as_json:
             click.echo(json.dumps(s, indent=2, ensure_ascii=False))
             return 1 if verify and s["mismatches"] else EXIT_OK
         t = s["totals"]
-        click.echo(f"collection {s['collection']} (manifest {s['manifest']})")
-        click.echo(f"{t['books']} books: {t['done']} done, {t['failed']} failed, "
+        made = ", ".join(str(x) for x in (found.model, found.dtype, found.chunker) if x)
+        dims = f", {found.dimension} dimensions" if found.dimension else ""
+        click.echo(f"collection {s['collection']} ({made}{dims}; manifest {s['manifest']})")
+        click.echo(f"{plural(t['books'], 'book')}: {t['done']} done, {t['failed']} failed, "
                    f"{t['skipped']} skipped, {t['pending'] + t['in-progress']} pending; "
-                   f"{t['chunks']} chunks, {t['tokens']} tokens")
+                   f"{plural(t['chunks'], 'chunk')}, {plural(t['tokens'], 'token')}")
         if s["last_run"]:
             lr = s["last_run"]
             if lr["outcome"] == "unfinished":  # killed, or running now: no report yet

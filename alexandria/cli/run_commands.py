@@ -14,6 +14,7 @@ from alexandria.cli.common import (
     SIGNAL_EXIT,
     api_key,
     cli,
+    given,
     guard,
     ingest_options,
     load_env,
@@ -39,17 +40,31 @@ def run_ingest(**kw) -> int:
     install_signal_handlers(stop)
     bar = progress_bar(enabled=to_terminal and not quiet and not opts.dry_run)
     try:  # the run takes the store's lock itself; a store failure mid-run is exit 74
-        report = Ingest(opts, stop, progress=bar.update if bar else None).run()
+        report = Ingest(opts, stop, progress=bar.update if bar else None,
+                        on_plan=bar.start if bar else None).run()
     finally:
         if bar:
             bar.close()
-    print_summary(report)
+    print_summary(report, None if opts.dry_run or not report.store else next_search(opts))
     if report_file:
         Path(report_file).parent.mkdir(parents=True, exist_ok=True)
         Path(report_file).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     if stop.signal_name:
         return SIGNAL_EXIT.get(stop.signal_name, 130)
     return report.exit_code
+
+
+def next_search(opts) -> str:
+    """The command that asks the collection just written something."""
+    from alexandria.store.location import DEFAULT_STORE
+
+    where = ""
+    if opts.qdrant_url:
+        where = f" --qdrant-url {opts.qdrant_url}"
+    elif Path(opts.store) != DEFAULT_STORE:
+        where = f" --store {opts.store}"
+    chunker = f" --chunker {opts.chunker}" if opts.chunker != "structural" else ""
+    return f'alexandria search "your question" --model {opts.model}{chunker}{where}'
 
 
 def install_signal_handlers(stop) -> None:
@@ -87,6 +102,7 @@ def plan_cmd(as_json, **kw) -> None:
         for key in ("report", "quiet", "log_dir", "wait_lock", "dry_run", "log_json"):
             kw.pop(key, None)
         kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
+        first = stored_choice(kw)
         out = plan_run(IngestOptions(api_key=api_key(), **kw))
         if as_json:
             click.echo(json.dumps(out, indent=2, ensure_ascii=False))
@@ -97,9 +113,34 @@ def plan_cmd(as_json, **kw) -> None:
                 click.echo(f"{b['action']:14} {b['title']}{reason}")
         c = out["counts"]
         click.echo(", ".join(f"{v} {k}" for k, v in c.items()))
+        if not out["books"]:
+            click.echo(out["nothing"])
+        click.echo(f"collection {out['collection']} ({kw['model']}, {kw['chunker']})"
+                   + (f"; {first}" if first else ""))
         return EXIT_OK
 
     sys.exit(guard(run))
+
+
+def stored_choice(kw: dict) -> str | None:
+    """plan without --model/--chunker: the store's collection, with the model and chunker its
+    ingest recorded; a store with none yet plans a first ingest (and says so)."""
+    from alexandria.store.catalog import stored_collections
+    from alexandria.store.location import MANIFEST_NAME, Location
+
+    model, chunker = given("model", kw["model"]), given("chunker", kw["chunker"])
+    if model is not None and chunker is not None:
+        return None
+    mpath = kw["manifest"] or Path(kw["store"]) / MANIFEST_NAME
+    if not stored_collections(Path(kw["store"]), Path(mpath), kw["qdrant_url"]):
+        where = kw["qdrant_url"] or kw["store"]
+        return f"nothing is stored in {where} yet: the first ingest creates it"
+    _, found = Location.find(model, chunker=chunker, store=kw["store"], url=kw["qdrant_url"],
+                             collection=kw["collection"], manifest=kw["manifest"])
+    kw["model"] = found.model or kw["model"]
+    kw["chunker"] = found.chunker or kw["chunker"]
+    kw["collection"] = found.name
+    return None
 
 
 @cli.command("repair")

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from alexandria.embedding import packed as _packed
+from alexandria.embedding.hub import ensure_loadable
 from alexandria.embedding.models import ModelSpec
 from alexandria.embedding.timeline import Batch
 from alexandria.errors import UsageError
@@ -23,6 +24,15 @@ log = logging.getLogger("alexandria")
 
 DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
           "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def check_device_names(device: str) -> None:
+    """A misspelt --device is one sentence at once, before torch is imported or a book is read."""
+    for part in (device or "auto").split(","):
+        name = part.strip().lower()
+        if name in ("auto", "cpu", "cuda", "") or (name.startswith("cuda:") and name[5:].isdigit()):
+            continue
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {part.strip()!r}.")
 
 
 def resolve_device(device: str) -> str:
@@ -550,16 +560,14 @@ def _load(spec: ModelSpec, device: str, dtype: str):
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    ensure_loadable(spec)  # seconds, not a minute of hub retries
     try:
         model = SentenceTransformer(
             spec.source, device=device, model_kwargs={"dtype": getattr(torch, dtype)}
         )
     except Exception as e:  # hub errors, missing folders, bad configs: all one sentence
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"Model {spec.name!r} could not be loaded ({first[:200]}); use an alias "
-            "(bge-m3, embeddinggemma, minilm), a Hugging Face id or a local model folder."
-        ) from e
+        raise UsageError(f"Model {spec.name!r} ({spec.source}) could not be loaded ({first[:200]}).") from e
     model.eval()
     return model
 
@@ -569,6 +577,7 @@ def load_tokenizer_json(spec: ModelSpec) -> tuple[str, int]:
     quiet_libraries()
     from transformers import AutoTokenizer
 
+    ensure_loadable(spec)
     try:
         tok = AutoTokenizer.from_pretrained(spec.source)
     except Exception as e:

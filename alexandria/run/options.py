@@ -94,6 +94,9 @@ class IngestOptions:
 
     def check(self) -> None:
         """One sentence per mistake in the options, before anything is loaded."""
+        from alexandria.embedding.embedder import check_device_names
+
+        check_device_names(self.device)
         if self.batch_size < 1:
             raise UsageError("--batch-size must be at least 1.")
         if self.overlap >= self.chunk_tokens:

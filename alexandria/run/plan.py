@@ -221,6 +221,31 @@ def row_fields(p: Planned, model_source: str, fingerprint: str, run_id: int) -> 
     }
 
 
+def nothing_found(opts: IngestOptions) -> str:
+    """Why a run has no book: a folder with none of the chosen formats, or filters that left none."""
+    formats = ", ".join(opts.formats)
+    if opts.directory is None:
+        return "No book to ingest."
+    if opts.limit is not None or opts.authors or opts.tags or opts.book_ids or opts.since:
+        return f"No book in {opts.directory} matches --limit/--author/--tag/--book-id/--since."
+    return f"No books of the formats {formats} were found in {opts.directory}{other_formats(opts)}."
+
+
+def other_formats(opts: IngestOptions) -> str:
+    """The readable files of other formats the folder does hold, as a hint for --formats."""
+    from alexandria.sources.readers import READERS
+
+    found: dict[str, int] = {}
+    for path in Path(opts.directory).rglob("*"):  # type: ignore[arg-type]
+        fmt = path.suffix.lower().lstrip(".")
+        if fmt in READERS and fmt not in opts.formats and path.is_file():
+            found[fmt] = found.get(fmt, 0) + 1
+    if not found:
+        return ""
+    listed = ", ".join(f"{n} {fmt}" for fmt, n in sorted(found.items()))
+    return f" (it has {listed} files: add them with --formats {','.join([*opts.formats, *found])})"
+
+
 def plan_run(opts: IngestOptions) -> dict[str, Any]:
     """What the next run would do, without doing it: no model weights, nothing written."""
     check_chunk_options(opts)
@@ -233,7 +258,8 @@ def plan_run(opts: IngestOptions) -> dict[str, Any]:
             rows = m.rows(where.collection)
         finally:
             m.close()
-    planned = plan(books, rows, where.fingerprint, where.spec.source, opts.force)
+    # The fingerprint needs the model's tokenizer: only rows are compared with it.
+    planned = plan(books, rows, where.fingerprint if rows else "", where.spec.source, opts.force)
     removals = prune_candidates(opts, planned, rows, everything) if opts.prune else []
     counts = dict.fromkeys(("new", "changed", "metadata-only", "removed", "unchanged", "skipped",
                             "failed"), 0)
@@ -254,4 +280,4 @@ def plan_run(opts: IngestOptions) -> dict[str, Any]:
         books_out.append({"book_key": key, "calibre_id": row.calibre_id, "title": row.title,
                           "path": row.source_path, "action": "removed", "reason": why})
     return {"collection": where.collection, "manifest": str(where.manifest), "counts": counts,
-            "books": books_out}
+            "books": books_out, "nothing": None if books_out else nothing_found(opts)}

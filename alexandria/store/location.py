@@ -10,13 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from alexandria.chunking.settings import STRATEGIES, ChunkSettings
 from alexandria.embedding.models import ModelSpec, resolve_model
 from alexandria.errors import UsageError
 from alexandria.store.base import VectorStore
 from alexandria.store.lock import LOCK_NAME
+
+if TYPE_CHECKING:
+    from alexandria.store.catalog import StoredCollection
 
 DEFAULT_STORE = Path("data/qdrant")
 MANIFEST_NAME = "manifest.sqlite"
@@ -69,6 +72,40 @@ class Location:
             settings=settings,
         )
 
+    @classmethod
+    def find(cls, model: str | None = None, *, chunker: str | None = None,
+             store: Path | str | None = None, url: str | None = None, api_key: str | None = None,
+             collection: str | None = None, manifest: Path | str | None = None,
+             settings: ChunkSettings | None = None) -> tuple[Location, StoredCollection]:
+        """An existing collection (search, status): the one --collection names, or the store's
+        only one for the --model and --chunker given (None: any), with the model and chunker its
+        ingest recorded. Nothing is created; none or several is one sentence (UsageError)."""
+        from alexandria.store.catalog import choose
+
+        folder = Path(store).expanduser() if store is not None else DEFAULT_STORE
+        mpath = Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME
+        try:
+            found = choose(folder, mpath, url or None, model=model, chunker=chunker,
+                           collection=collection)
+        except UsageError:
+            if not (url and model):
+                raise
+            # A server collection this manifest never wrote (an export, another machine's
+            # ingest): the server itself says whether it exists; it is opened, never created.
+            where = cls.of(model, store=folder, url=url, api_key=api_key, collection=collection,
+                           manifest=mpath, settings=settings or ChunkSettings(
+                               strategy=chunker or "structural"))
+            return where, unrecorded(where)
+        if found.model is None and model is None:
+            raise UsageError(f"The manifest {mpath} does not say which model made {found.name}; "
+                             "give its --model.")
+        if settings is None:
+            settings = found.settings or ChunkSettings(strategy=chunker or "structural")
+        where = cls.of(model if model is not None else cast(str, found.model), store=folder,
+                       url=url, api_key=api_key, collection=found.name, manifest=mpath,
+                       settings=settings)
+        return where, found
+
     @property
     def lock(self) -> Path:
         """The run lock sits beside the manifest: whoever writes one manifest takes one lock."""
@@ -97,6 +134,14 @@ class Location:
         wrap_client.
         """
         return open_store(self.collection, dimension, self.store, self.url, self.api_key, **server)
+
+
+def unrecorded(where: Location) -> StoredCollection:
+    """What is known of a collection only the options name: its model and chunker, nothing stored."""
+    from alexandria.store.catalog import StoredCollection
+
+    return StoredCollection(name=where.collection, model=where.spec.name, dtype=None, device=None,
+                            settings=where.settings, dimension=None, books=0, done=0, in_store=True)
 
 
 def fingerprint(settings: ChunkSettings, max_seq_length: int) -> str:

@@ -10,6 +10,7 @@ import contextlib
 import json
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +192,32 @@ class Manifest:
                 "books_skipped": by_status.get("skipped", (0, 0, 0))[0],
                 "books_in_progress": by_status.get("in-progress", (0, 0, 0))[0],
                 "chunks": done[1], "tokens": done[2]}
+
+    def collections(self) -> dict[str, dict[str, Any]]:
+        """Each collection the manifest knows: its books by status, the model and chunker
+        fingerprint its rows record (with how many rows record each), and its last finished
+        run's report (the model's name, dtype and device)."""
+        out: dict[str, dict[str, Any]] = {}
+
+        def entry(name: str) -> dict[str, Any]:
+            return out.setdefault(name, {"statuses": Counter(), "models": Counter(),
+                                         "chunkers": Counter(), "report": None})
+
+        cur = self.con.execute("SELECT collection, status, model, chunker, COUNT(*) FROM books "
+                               "GROUP BY collection, status, model, chunker")
+        for name, status, model, chunker, n in cur:
+            e = entry(name)
+            e["statuses"][status] += n
+            if model:
+                e["models"][model] += n
+            if chunker:
+                e["chunkers"][chunker] += n
+        for name, report in self.con.execute("SELECT collection, report FROM runs ORDER BY id"):
+            e = entry(name)
+            if report:
+                with contextlib.suppress(ValueError):
+                    e["report"] = json.loads(report)
+        return out
 
     # -- writing -------------------------------------------------------------------------------
     def _write(self, sql: str, params=()) -> sqlite3.Cursor:
