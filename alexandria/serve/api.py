@@ -47,27 +47,64 @@ class Api:
         self.searcher, self.library = searcher, library
 
     def search(self, request: Request) -> JSONResponse:
-        """Best passages for q: a list, as `alexandria search --json` prints it."""
+        """Best passages for q: a list, as `alexandria search --json` prints it.
+        ---
+        summary: Search the library
+        parameters:
+          - {name: q, in: query, required: true, schema: {type: string}}
+          - {name: top_k, in: query, schema: {type: integer, minimum: 1, maximum: 100, default: 5}}
+          - {name: author, in: query, schema: {type: string}}
+          - {name: tag, in: query, schema: {type: string}}
+          - {name: language, in: query, schema: {type: string}}
+          - {name: series, in: query, schema: {type: string}}
+          - {name: with_parent, in: query, schema: {type: boolean, default: false}}
+        responses:
+          200: {description: "The hits, best first: score, title, authors, chapter, text, book_key,
+                chunk_index, calibre_id, chapter_index, source_path"}
+          400: {description: "A bad parameter: {error, param}"}
+          404: {description: "No collection yet: {error}"}
+        """
         params = dict(request.query_params)
         req = parse_search(params, self.library.facets_for(params))
         assert req is not None
         return JSONResponse([r.to_dict() for r in run_search(self.searcher, req)])
 
     def books(self, request: Request) -> JSONResponse:
-        """Every book of the manifest with its status, chunks and failure reason."""
+        """Every book of the manifest with its status, chunks and failure reason.
+        ---
+        summary: Every book, with status, chunks, reason and (once stored) its metadata
+        responses:
+          200: {description: "A list of books, as in `alexandria status --json`, plus authors,
+                tags, language and series"}
+        """
         books = self.library.status()["books"]
         meta = self.library.facets(books).by_book
         return JSONResponse([{**b, **meta.get(b["book_key"], {})} for b in books])
 
     def status(self, request: Request) -> JSONResponse:
-        """`alexandria status --json`, with the running ingest's progress and the last runs."""
+        """`alexandria status --json`, with the running ingest's progress and the last runs.
+        ---
+        summary: Totals, books and runs; progress of a running ingest
+        responses:
+          200: {description: "`alexandria status --json` plus progress (null when no ingest runs)
+                and runs (newest first)"}
+        """
         out: dict[str, Any] = self.library.status()
         out["progress"] = self.library.progress()
         out["runs"] = self.library.runs()
         return JSONResponse(out)
 
     def context(self, request: Request) -> JSONResponse:
-        """The chunks before and after a hit, and its chapter where the collection has one."""
+        """The chunks before and after a hit, and its chapter where the collection has one.
+        ---
+        summary: The text around one hit
+        parameters:
+          - {name: book_key, in: query, required: true, schema: {type: string}}
+          - {name: chunk_index, in: query, required: true, schema: {type: integer, minimum: 0}}
+        responses:
+          200: {description: "before, text, after and (hierarchical collections) parent"}
+          404: {description: "No such chunk"}
+        """
         p = request.query_params
         unknown = sorted(set(p) - {"book_key", "chunk_index"})
         if unknown:
@@ -100,7 +137,12 @@ class Api:
         })
 
     def health(self, request: Request) -> JSONResponse:
-        """Alive, and which collection and model it serves."""
+        """Alive, and which collection and model it serves.
+        ---
+        summary: Health check
+        responses:
+          200: {description: "{ok, collection, model, store}"}
+        """
         where = self.searcher.where
         return JSONResponse({"ok": True, "collection": where.collection, "model": where.spec.name,
                              "store": where.where})
