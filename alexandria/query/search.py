@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,13 +95,17 @@ class Searcher:
     def embed(self, query: str) -> list[float]:
         return self.embedder.encode_query(query)
 
-    def search(self, query: str, opts: SearchOptions | None = None) -> list[Result]:
+    def search(self, query: str, opts: SearchOptions | None = None,
+               timings: dict[str, float] | None = None) -> list[Result]:
+        """`timings`, when given, gets embed_s and store_s: where this search's time went."""
         opts = opts or self.opts
+        started = time.perf_counter()
         must = {k: v for k, v in {
             "authors": opts.author, "tags": opts.tag, "language": opts.language,
             "series": opts.series, "book_key": opts.book_key,
         }.items() if v}
         vector = self.embed(query)
+        embedded = time.perf_counter()
 
         def run(store: VectorStore) -> tuple[list[Hit], dict[str, dict[str, Any]]]:
             # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
@@ -109,6 +114,8 @@ class Searcher:
             return hits, (store.get(parent_ids) if opts.with_parent else {})
 
         hits, parents = self._with_store(run)
+        if timings is not None:
+            timings.update(embed_s=embedded - started, store_s=time.perf_counter() - embedded)
         return [
             Result(
                 score=h.score,

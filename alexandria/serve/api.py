@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -19,9 +20,17 @@ def error(status: int, message: str, param: str | None = None) -> JSONResponse:
     return JSONResponse({"error": message, **({"param": param} if param else {})}, status)
 
 
-def run_search(searcher: Searcher, req: SearchRequest) -> list[Result]:
+def run_search(searcher: Searcher, req: SearchRequest,
+               timings: dict[str, float] | None = None) -> list[Result]:
     opts = replace(searcher.opts, top_k=req.top_k, with_parent=req.with_parent, **req.filters())
-    return searcher.search(req.q, opts)
+    return searcher.search(req.q, opts, timings)
+
+
+def server_timing(timings: dict[str, float], started: float) -> str:
+    """The Server-Timing header: where one search's time went inside serve (milliseconds)."""
+    total = time.perf_counter() - started
+    return (f"embed;dur={timings.get('embed_s', 0) * 1000:.2f}, "
+            f"store;dur={timings.get('store_s', 0) * 1000:.2f}, total;dur={total * 1000:.2f}")
 
 
 def guarded(handler):
@@ -64,10 +73,15 @@ class Api:
           400: {description: "A bad parameter: {error, param}"}
           404: {description: "No collection yet: {error}"}
         """
+        started = time.perf_counter()
         params = dict(request.query_params)
         req = parse_search(params, self.library.facets_for(params))
         assert req is not None
-        return JSONResponse([r.to_dict() for r in run_search(self.searcher, req)])
+        timings: dict[str, float] = {}
+        hits = [r.to_dict() for r in run_search(self.searcher, req, timings)]
+        response = JSONResponse(hits)
+        response.headers["Server-Timing"] = server_timing(timings, started)
+        return response
 
     def books(self, request: Request) -> JSONResponse:
         """Every book of the manifest with its status, chunks and failure reason.

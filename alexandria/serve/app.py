@@ -15,6 +15,7 @@ from starlette.staticfiles import StaticFiles
 from alexandria.query.search import Searcher
 from alexandria.serve.api import Api, guarded
 from alexandria.serve.auth import KeyCheck
+from alexandria.serve.headers import SecurityHeaders
 from alexandria.serve.library import Library
 from alexandria.serve.pages import Pages
 
@@ -41,6 +42,8 @@ def build_app(searcher: Searcher, api_key: str | None = None) -> Starlette:
         Mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")),
               name="static"),
     ]
-    middleware = [Middleware(KeyCheck, key=api_key, login_page=pages.login)] if api_key else []
+    middleware = [Middleware(SecurityHeaders)]  # outermost: the key check's answers get them too
+    if api_key:
+        middleware.append(Middleware(KeyCheck, key=api_key, login_page=pages.login))
     app = Starlette(routes=routes, middleware=middleware)
     return app

@@ -30,3 +30,17 @@ def test_serve_on_every_address_without_a_key_is_refused_in_one_sentence(tmp_pat
     assert len(lines) == 1 and "0.0.0.0" in lines[0] and "--api-key" in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "store").exists()  # refused before anything was opened
+
+
+def test_a_port_in_use_is_one_sentence_before_the_model_loads(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = run_cli("serve", "--port", str(port), "--model", "minilm", "--device", "cpu",
+                       "--store", tmp_path / "store", timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"Error: Port {port} on 127.0.0.1 is already in use; pick another " \
+                                  "with --port."

@@ -116,7 +116,8 @@ def test_a_book_whose_text_holds_script_shows_it_as_text(page, server):
     assert page.evaluate("window.__pwned") is None
     assert page.locator("#results script, #results img").count() == 0
     assert page.errors == []
-    page.goto(server.url + "/library")
+    response = page.goto(server.url + "/library")
+    assert "script-src 'self'" in response.headers["content-security-policy"]  # no inline script
     row = page.locator("#books tbody tr", has_text="The Tides")
     assert row.locator("td[data-key=title]").inner_text() == SCRIPT_TITLE
     assert page.evaluate("window.__pwned") is None
