@@ -30,6 +30,9 @@ _API = {
     "search": "alexandria.query.search",
     "SearchOptions": "alexandria.query.search",
     "Result": "alexandria.query.search",
+    "Searcher": "alexandria.query.search",
+    "serve": "alexandria.serve.server",
+    "ServeOptions": "alexandria.serve.options",
     "status": "alexandria.query.status",
     "export": "alexandria.store.export",
     "ExportReport": "alexandria.store.export",
@@ -57,6 +60,8 @@ __all__ = [
     "RunLimits",
     "RunReport",
     "SearchOptions",
+    "Searcher",
+    "ServeOptions",
     "StopRequested",
     "UsageError",
     "export",
@@ -64,6 +69,7 @@ __all__ = [
     "plan",
     "repair",
     "search",
+    "serve",
     "status",
 ]
 
@@ -84,13 +90,15 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from alexandria.chunking.settings import ChunkSettings
     from alexandria.errors import RunFailure, UsageError
-    from alexandria.query.search import Result, SearchOptions, search
+    from alexandria.query.search import Result, Searcher, SearchOptions, search
     from alexandria.query.status import status
     from alexandria.run.control import StopRequested
     from alexandria.run.ingest import Ingest, ingest
     from alexandria.run.options import IngestOptions, RunLimits
     from alexandria.run.plan import plan_run as plan
     from alexandria.run.report import BookResult, RunReport
+    from alexandria.serve.options import ServeOptions
+    from alexandria.serve.server import serve
     from alexandria.store.export import ExportReport, export
     from alexandria.store.location import Location
     from alexandria.store.lock import LockBusy

@@ -13,7 +13,7 @@ import alexandria
 PACKAGE = Path(alexandria.__file__).parent
 # Each package may import from its own rank and below (errors and children are shared by all).
 RANKS = {"errors": 0, "children": 0, "sources": 1, "chunking": 2, "embedding": 3, "store": 4,
-         "run": 5, "query": 6, "tools": 7, "cli": 8, "__main__": 8}
+         "run": 5, "query": 6, "serve": 7, "tools": 8, "cli": 9, "__main__": 9}
 MAX_LINES = 600
 
 

@@ -5,7 +5,12 @@ One module per family of commands; importing them registers their commands on th
 
 from __future__ import annotations
 
-from alexandria.cli import query_commands, run_commands, tool_commands  # noqa: F401 (registers)
+from alexandria.cli import (  # noqa: F401 (registers)
+    query_commands,
+    run_commands,
+    serve_commands,
+    tool_commands,
+)
 from alexandria.cli.common import cli, load_env, log
 from alexandria.cli.output import setup_logging
 from alexandria.cli.run_commands import ingest_script, script_main

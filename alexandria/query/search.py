@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alexandria.errors import UsageError
-from alexandria.store.base import CollectionMissing
+from alexandria.store.base import CollectionMissing, Hit, StoreError, VectorStore
 from alexandria.store.catalog import StoredCollection
 from alexandria.store.location import DEFAULT_STORE, Location
 
@@ -70,54 +72,133 @@ class Result:
 
 def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
     """The passages nearest in meaning to `query`, best first, from the collection `opts` names."""
-    from alexandria.embedding.embedder import get_embedder
-
     opts = opts or SearchOptions()
     if not query.strip():
         raise UsageError("The query is empty: give the words to search for.")
     try:
-        where, stored = opts.find()
+        searcher = Searcher(opts)
     except UsageError:
         if ingest_running(opts):  # it is creating the collection: nothing is stored yet
             return []
         raise
-    embedder = get_embedder(where.spec, opts.device, query_dtype(opts.dtype, stored.dtype))
-    if stored.dimension is not None and stored.dimension != embedder.dimension:
-        raise UsageError(f"Collection {where.collection!r} holds {stored.dimension}-dimensional "
-                         f"vectors but {where.spec.name} makes {embedder.dimension}; give the "
-                         "--model of its ingest.")
     try:
-        store = where.open_store()  # an existing collection only
-    except CollectionMissing:
-        if ingest_running(opts):
-            return []
-        raise
-    try:
+        return searcher.search(query)
+    finally:
+        searcher.close()
+
+
+class Searcher:
+    """One model and one store client for many searches: `search()` makes one per call, `alexandria
+    serve` one for its lifetime (the model loads once; the store's owner serves every search, so a
+    book an ingest finished is found at once).
+
+    The model, store and collection come from `opts`; each call may bring its own SearchOptions
+    for top_k, the filters and with_parent. Thread-safe: the store client serializes its calls.
+    """
+
+    def __init__(self, opts: SearchOptions) -> None:
+        from alexandria.embedding.embedder import get_embedder
+
+        self.opts = opts
+        self.where, stored = opts.find()  # an existing collection only: never created
+        self.embedder = get_embedder(self.where.spec, opts.device,
+                                     query_dtype(opts.dtype, stored.dtype))
+        if stored.dimension is not None and stored.dimension != self.embedder.dimension:
+            raise UsageError(f"Collection {self.where.collection!r} holds {stored.dimension}-"
+                             f"dimensional vectors but {self.where.spec.name} makes "
+                             f"{self.embedder.dimension}; give the --model of its ingest.")
+        self._store: VectorStore | None = None
+        self._opening = threading.Lock()
+
+    def embed(self, query: str) -> list[float]:
+        return self.embedder.encode_query(query)
+
+    def search(self, query: str, opts: SearchOptions | None = None,
+               timings: dict[str, float] | None = None) -> list[Result]:
+        """`timings`, when given, gets embed_s and store_s: where this search's time went."""
+        opts = opts or self.opts
+        if not query.strip():
+            raise UsageError("The query is empty: give the words to search for.")
+        started = time.perf_counter()
         must = {k: v for k, v in {
             "authors": opts.author, "tags": opts.tag, "language": opts.language,
             "series": opts.series, "book_key": opts.book_key,
         }.items() if v}
-        # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
-        hits = store.search(embedder.encode_query(query), opts.top_k, must or None,
-                            must_not={"kind": "parent"})
-        parent_ids = sorted({h.payload["parent_id"] for h in hits if h.payload.get("parent_id")})
-        parents = store.get(parent_ids) if opts.with_parent else {}
-    finally:
-        store.close()
-    return [
-        Result(
-            score=h.score,
-            title=h.payload.get("title") or "",
-            authors=list(h.payload.get("authors") or []),
-            chapter=h.payload.get("chapter") or "",
-            text=h.payload.get("text") or "",
-            book_key=h.payload.get("book_key") or "",
-            chunk_index=h.payload.get("chunk_index"),
-            payload=h.payload,
-            parent=parents.get(h.payload.get("parent_id") or ""),
-        )
-        for h in hits
-    ]
+        vector = self.embed(query)
+        embedded = time.perf_counter()
+
+        def run(store: VectorStore) -> tuple[list[Hit], dict[str, dict[str, Any]]]:
+            # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
+            hits = store.search(vector, opts.top_k, must or None, must_not={"kind": "parent"})
+            parent_ids = sorted({h.payload["parent_id"] for h in hits if h.payload.get("parent_id")})
+            return hits, (store.get(parent_ids) if opts.with_parent else {})
+
+        try:
+            hits, parents = self._with_store(run)
+        except CollectionMissing:
+            if ingest_running(self.opts):  # it is creating the collection: nothing stored yet
+                return []
+            raise
+        if timings is not None:
+            timings.update(embed_s=embedded - started, store_s=time.perf_counter() - embedded)
+        return [
+            Result(
+                score=h.score,
+                title=h.payload.get("title") or "",
+                authors=list(h.payload.get("authors") or []),
+                chapter=h.payload.get("chapter") or "",
+                text=h.payload.get("text") or "",
+                book_key=h.payload.get("book_key") or "",
+                chunk_index=h.payload.get("chunk_index"),
+                payload=h.payload,
+                parent=parents.get(h.payload.get("parent_id") or ""),
+            )
+            for h in hits
+        ]
+
+    def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Payloads of these points by id (missing ids are left out)."""
+        return self._with_store(lambda store: store.get(ids)) if ids else {}
+
+    def _with_store(self, call):
+        """The store opened on first use (a collection an ingest has not made yet is made later);
+        an owner process that went away (killed) is replaced once, by opening it again."""
+        for attempt in (1, 2):
+            store = self._open()
+            try:
+                return call(store)
+            except StoreError:
+                if attempt == 2:
+                    raise
+                self._drop(store)
+        raise AssertionError("unreachable")
+
+    def _open(self) -> VectorStore:
+        with self._opening:
+            if self._store is None:
+                self._store = self.where.open_store()  # no dimension: never creates a collection
+            return self._store
+
+    def _drop(self, store: VectorStore) -> None:
+        with self._opening:
+            if self._store is store:
+                self._store = None
+        try:
+            store.close()
+        except Exception:  # the owner is gone already: nothing left to close
+            pass
+
+    def close(self) -> None:
+        with self._opening:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> Searcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def ingest_running(opts: SearchOptions) -> bool:

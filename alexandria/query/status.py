@@ -9,14 +9,15 @@ from alexandria.store.location import Location
 from alexandria.store.manifest import Manifest
 
 
-def status(where: Location, verify: bool = False) -> dict[str, Any]:
+def status(where: Location, verify: bool = False, read_only: bool = False) -> dict[str, Any]:
     """Every book's row in the manifest, the totals and the last run; with `verify`, each book's
-    points counted in the store beside it (mismatches and orphans are drift)."""
+    points counted in the store beside it (mismatches and orphans are drift). `read_only` opens
+    the manifest read-only even where it could be written (alexandria serve never writes it)."""
     collection, mpath = where.collection, where.manifest
     if not mpath.exists():
         rows, last = {}, None
     else:
-        m = Manifest.for_reading(mpath)
+        m = Manifest.for_reading(mpath, always=read_only)
         try:
             rows, last = m.rows(collection), m.last_run(collection)
             if last and not last.get("finished_at"):  # killed, or still running: its counts so far

@@ -185,7 +185,8 @@ class Ingest:
                 self._finish_report(started, vram)
                 return self.report
             self._recover(manifest, store)
-            run_id = manifest.start_run(self.collection)
+            run_id = manifest.start_run(  # every book but the unchanged gets this run's row
+                self.collection, sum(p.action in ("ingest", "metadata", "skip", "fail") for p in planned))
             writer = self._writer(store)
             try:
                 for key, why in removals:

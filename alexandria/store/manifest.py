@@ -107,10 +107,11 @@ class Manifest:
     """One SQLite file, one connection per thread that uses it."""
 
     @classmethod
-    def for_reading(cls, path: Path) -> Manifest:
-        """For commands that only read it (status, plan, serve): read-only where it cannot be
-        written (a mounted snapshot, a backup), so they work there and write nothing."""
-        return cls(path, read_only=not writable(path))
+    def for_reading(cls, path: Path, always: bool = False) -> Manifest:
+        """For commands that only read it (status, plan): read-only where it cannot be written (a
+        mounted snapshot, a backup), so they work there and write nothing; `always` (serve, which
+        never writes it) read-only everywhere."""
+        return cls(path, read_only=always or not writable(path))
 
     def __init__(self, path: Path, check: bool = True, read_only: bool = False) -> None:
         """read_only: for a store nobody may write (a mounted snapshot): no folder, no schema, no
@@ -180,6 +181,12 @@ class Manifest:
             "SELECT * FROM runs WHERE collection = ? ORDER BY id DESC LIMIT 1", (collection,)
         ).fetchone()
         return dict(r) if r else None
+
+    def runs(self, collection: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The last `limit` runs, newest first (the library page's history)."""
+        cur = self.con.execute(
+            "SELECT * FROM runs WHERE collection = ? ORDER BY id DESC LIMIT ?", (collection, limit))
+        return [dict(r) for r in cur]
 
     def run_counts(self, collection: str, run_id: int) -> dict[str, Any]:
         """What a run recorded so far, from its books' rows: an unfinished run's counts."""
@@ -269,9 +276,13 @@ class Manifest:
             "DELETE FROM books WHERE collection = ? AND book_key = ?", (collection, book_key)
         )
 
-    def start_run(self, collection: str) -> int:
+    def start_run(self, collection: str, books_planned: int | None = None) -> int:
+        """books_planned: the books this run will record (its report until it finishes), so a
+        reader can tell how far a running ingest has got."""
+        report = json.dumps({"books_planned": books_planned}) if books_planned is not None else None
         cur = self._write(
-            "INSERT INTO runs (collection, started_at) VALUES (?, ?)", (collection, time.time())
+            "INSERT INTO runs (collection, started_at, report) VALUES (?, ?, ?)",
+            (collection, time.time(), report),
         )
         return int(cur.lastrowid)
 
