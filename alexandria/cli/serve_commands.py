@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from alexandria.cli.common import api_key, chunker_option, cli, guard, model_options, opt
+from alexandria.cli.common import api_key, chunker_option, cli, given, guard, model_options, opt
 
 
 @cli.command("serve")
@@ -20,13 +20,18 @@ from alexandria.cli.common import api_key, chunker_option, cli, guard, model_opt
 @chunker_option
 @model_options
 def serve_cmd(host, port, serve_key, **kw) -> None:
-    """Search page, library page and JSON API for the collection an ingest wrote (read-only)."""
+    """Search page, library page and JSON API for the collection an ingest wrote (read-only).
+
+    Without --model and --chunker: the store's collection (its only one, or the one they pick).
+    """
 
     def run() -> int:
         from alexandria.query.search import SearchOptions
         from alexandria.serve.options import ServeOptions
         from alexandria.serve.server import serve
 
+        # Without --model and --chunker: the store's collection, as for search.
+        kw["model"], kw["chunker"] = given("model", kw["model"]), given("chunker", kw["chunker"])
         opts = ServeOptions(search=SearchOptions(api_key=api_key(), **kw), host=host, port=port,
                             api_key=serve_key or None)
 
