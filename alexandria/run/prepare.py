@@ -131,8 +131,9 @@ def prepare(task: PrepareTask) -> PreparedBook:
         del data
         out.title, out.authors, out.language = book.title, book.authors, book.language
         out.warnings = list(book.warnings)
-        out.pages = page_map(book.chapters)
         chunker: Chunker = _state["chunker"]  # type: ignore[assignment]
+        book.chapters = chunker.join_short(book.chapters)
+        out.pages = page_map(book.chapters)
         template = _state.get("template")
         title = task.title or book.title or "none"
         parts = _parts(book.chapters, chunker, task)
