@@ -49,17 +49,19 @@ def short_label(raw: str | None) -> str:
 
 
 def title_path(labels: tuple[str, ...] | list[str]) -> str:
-    """Nested labels as one title of at most MAX_TITLE characters: the middle levels give way
-    first ("Part I > … > 3.2 Rules"), then the last label is cut."""
+    """Nested labels as one title of at most MAX_TITLE characters: the levels below the root give
+    way first, the highest first ("Part I > … > 3.2 Rules > 3.2.1 Core"), then the last label
+    is cut."""
     parts = [label for label in labels if label]
     title = SEPARATOR.join(parts)
     if len(title) <= MAX_TITLE:
         return title
-    if len(parts) > 2:
-        parts = [parts[0], ELLIPSIS, parts[-1]]
-        title = SEPARATOR.join(parts)
+    for keep in range(len(parts) - 2, 0, -1):  # the root, then as many of the deepest as fit
+        title = SEPARATOR.join([parts[0], ELLIPSIS, *parts[-keep:]])
         if len(title) <= MAX_TITLE:
             return title
+    if len(parts) > 2:
+        parts = [parts[0], ELLIPSIS, parts[-1]]
     head = SEPARATOR.join(parts[:-1] + [""]) if len(parts) > 1 else ""
     if len(head) > MAX_TITLE // 2:
         head = ""
