@@ -229,3 +229,25 @@ def test_no_corpus_chapter_title_is_over_200_characters():
             continue
         long = [c.title for c in book.chapters if len(c.title) > MAX_TITLE]
         assert not long, f"{path.name}: {long[0][:80]}..."
+
+
+@pytest.mark.slow
+def test_the_moved_file_warning_is_in_the_books_manifest_row(tmp_path):
+    from alexandria.run.ingest import ingest
+    from alexandria.run.options import IngestOptions
+    from alexandria.store.manifest import Manifest
+
+    chapters = [("en/introduction.xhtml", "Introduction", prose("intro")),
+                ("en/getting-set-up.xhtml", "Getting set up", prose("setup"))]
+    toc = [epub.Link("introduction.xhtml", "Introduction to Ubuntu development", "i"),
+           epub.Link("getting-set-up.xhtml", "Getting set up", "g")]
+    path = write_book(tmp_path / "guide.epub", chapters, toc=toc)
+    report = ingest(IngestOptions(files=(path,), model="minilm", device="cpu", store=tmp_path / "store"))
+    assert report.books_done == 1
+    manifest = Manifest(tmp_path / "store" / "manifest.sqlite")
+    try:
+        (row,) = manifest.rows(report.collection).values()
+    finally:
+        manifest.close()
+    assert "matched by file name" in (row.warnings or "")
+    assert "introduction.xhtml -> EPUB/en/introduction.xhtml" in row.warnings
