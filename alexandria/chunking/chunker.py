@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -21,6 +22,13 @@ from alexandria.chunking.windows import WHITESPACE, windows
 
 if TYPE_CHECKING:
     from alexandria.sources.book import Chapter
+
+# No chunk is shorter than this (tokens of text) unless its whole chapter is: a heading alone
+# ("73 / Live システムプロジェクトへの貢献") wins queries on the few words it shares with them.
+MIN_CHUNK_TOKENS = 32
+# A text of fewer tokens than this has fewer than MIN_CHUNK_TOKENS * this many characters: only
+# chapters that short are counted, so joining costs no second tokenizer pass over a book.
+_MAX_CHARS_PER_TOKEN = 24
 
 
 @dataclass
@@ -80,6 +88,33 @@ class Chunker:
     def count_tokens(self, texts: list[str]) -> list[int]:
         return [len(e.ids) for e in self.tokenizer.encode_batch(texts, add_special_tokens=True)]
 
+    def join_short(self, chapters: list[Chapter]) -> list[Chapter]:
+        """Chapters of fewer than MIN_CHUNK_TOKENS tokens (a part's title page, a heading that a
+        TOC entry points at) go before the chapter that follows them, under its title. Paged
+        chapters (PDF) are left as they are: their page numbers are offsets into their own text."""
+        chapters = [c for c in chapters if c.text.strip()]
+        limit = MIN_CHUNK_TOKENS * _MAX_CHARS_PER_TOKEN
+        candidates = [i for i, c in enumerate(chapters[:-1]) if len(c.text) < limit]
+        if not candidates:
+            return chapters
+        counts = self.tokenizer.encode_batch([chapters[i].text for i in candidates],
+                                             add_special_tokens=False)
+        short = {i for i, e in zip(candidates, counts, strict=True) if len(e.ids) < MIN_CHUNK_TOKENS}
+        short = {i for i in short if not getattr(chapters[i], "page_starts", None)
+                 and not getattr(chapters[i + 1], "page_starts", None)}
+        if not short:
+            return chapters
+        out: list[Chapter] = []
+        pending: list[str] = []
+        for i, c in enumerate(chapters):
+            if i in short:
+                pending.append(c.text)
+                continue
+            text = "\n\n".join([*pending, c.text]) if pending else c.text
+            pending = []
+            out.append(dataclasses.replace(c, index=len(out), text=text))
+        return out
+
     def chunk(self, chapters: list[Chapter], reserved: int = 0, keep_ids: bool = True
               ) -> list[Chunk]:
         """reserved: tokens a document prompt (EmbeddingGemma's title) takes from the model's window.
@@ -101,7 +136,7 @@ class Chunker:
             if self.reuse and keep_ids:
                 ids = np.asarray(encoding.ids, dtype=np.int32)
                 clean = self.reuse.clean_cuts(chapter.text, ids, offsets)
-            for w in windows(chapter.text, offsets, capacity, overlap):
+            for w in windows(chapter.text, offsets, capacity, overlap, MIN_CHUNK_TOKENS):
                 chunks.append(
                     Chunk(
                         index=len(chunks),

@@ -59,9 +59,11 @@ def break_levels(text: str, ends: np.ndarray) -> np.ndarray:
     return levels
 
 
-def windows(text: str, offsets: list[tuple[int, int]], capacity: int, overlap: int = 0) -> list[Window]:
+def windows(text: str, offsets: list[tuple[int, int]], capacity: int, overlap: int = 0,
+            min_tokens: int = 0) -> list[Window]:
     """Spans of at most `capacity` tokens covering the text, consecutive ones sharing up to
-    `overlap` tokens that start at a break."""
+    `overlap` tokens that start at a break. No window but a whole text's is under `min_tokens`
+    where a cut can avoid it: the last cut leaves at least that much for the last window."""
     n = len(offsets)
     if n == 0:
         return []
@@ -70,6 +72,7 @@ def windows(text: str, offsets: list[tuple[int, int]], capacity: int, overlap: i
     spans = np.asarray(offsets, dtype=np.int64).reshape(n, 2)
     levels = break_levels(text, spans[:, 1])
     min_fill = max(1, capacity // 4)
+    min_tokens = max(0, min(min_tokens, capacity // 4))
     out: list[Window] = []
     start = 0
     while start < n:
@@ -78,6 +81,8 @@ def windows(text: str, offsets: list[tuple[int, int]], capacity: int, overlap: i
             end = n
         else:
             lo = start + min_fill
+            if n - limit < min_tokens:  # a cut at the limit would leave a scrap for the last window
+                limit = max(lo, n - min_tokens)
             region = levels[lo: limit + 1]
             best = int(region.max())
             # the last break of the strongest kind: as much text as fits, cut as cleanly as it can

@@ -46,14 +46,11 @@ def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, 
         setup_logging(None, quiet=True, to_terminal=False)
         qs = load_questions(questions)
         names = tuple(c.strip().lower() for c in chunkers.split(",") if c.strip())
+        # the JSON report is written after each chunker, so a crash keeps the finished ones
         opts = EvalOptions(corpus=corpus, chunkers=names, model=model, device=device,
-                           dtype=dtype, top_k=top_k, workers=workers)
+                           dtype=dtype, top_k=top_k, workers=workers, report_file=json_file)
         report = evaluate(qs, opts, progress=lambda msg: click.echo(msg, err=True))
         click.echo(render_table(report))
-        if json_file:
-            Path(json_file).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_file).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False),
-                                       encoding="utf-8")
         return EXIT_OK
 
     sys.exit(guard(run))

@@ -268,7 +268,8 @@ class Ingest:
         gpu = device.startswith("cuda")
         initargs = (self.tokenizer_json, self.max_seq_length, self.opts.chunk_settings(),
                     self.spec.document_template, PREP_NICE if gpu else 0)
-        return Preparing(to_ingest, workers, initargs, self.failures, self.limits.part_chars)
+        cache = str(self.opts.extract_cache) if self.opts.extract_cache else None
+        return Preparing(to_ingest, workers, initargs, self.failures, self.limits.part_chars, cache)
 
     def _execute(self, planned: list[Planned], preparing: Preparing | None, writer: Writer, embedder,
                  prints: str, run_id: int, vram: VramMeter) -> None:

@@ -80,6 +80,9 @@ class IngestOptions:
     chunker: str = "structural"  # structural, semantic or hierarchical (alexandria.chunking)
     threshold: float | None = None  # semantic: similarity below which to break; None = auto
     min_tokens: int = DEFAULT_MIN_TOKENS  # semantic: no topic break in a chunk shorter than this
+    # A private folder of extracted books by content hash: runs over the same files (alexandria
+    # eval, one per chunker) extract each book once.
+    extract_cache: Path | None = None
 
     def chunk_settings(self) -> ChunkSettings:
         return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap,

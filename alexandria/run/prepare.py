@@ -18,8 +18,9 @@ from alexandria.children import exit_with_parent
 from alexandria.chunking.chunker import Chunk, Chunker, ChunkSettings, parent_chunks
 from alexandria.chunking.semantic import SentencePlan, chunks_from_plan, embed_plans, plan_sentences
 from alexandria.errors import BookError
+from alexandria.sources.cache import extract_cached
 from alexandria.sources.pages import page_map
-from alexandria.sources.readers import extract_book, read_book_file
+from alexandria.sources.readers import read_book_file
 
 
 @dataclass
@@ -32,6 +33,7 @@ class PrepareTask:
     # (characters): 1 never splits (alexandria.run.ingest.Preparing sets both).
     max_parts: int = 1
     part_chars: int = 0
+    extract_cache: str | None = None  # a folder of extracted books by content hash (eval)
 
 
 @dataclass
@@ -127,12 +129,14 @@ def prepare(task: PrepareTask) -> PreparedBook:
     with _failures_as_reason(out, "reading"):
         data = read_book_file(Path(task.path))
         out.content_hash = hashlib.sha256(data).hexdigest()
-        book = extract_book(data, task.fmt, task.path)
+        book = extract_cached(data, task.fmt, task.path, out.content_hash,
+                              Path(task.extract_cache) if task.extract_cache else None)
         del data
         out.title, out.authors, out.language = book.title, book.authors, book.language
         out.warnings = list(book.warnings)
-        out.pages = page_map(book.chapters)
         chunker: Chunker = _state["chunker"]  # type: ignore[assignment]
+        book.chapters = chunker.join_short(book.chapters)
+        out.pages = page_map(book.chapters)
         template = _state.get("template")
         title = task.title or book.title or "none"
         parts = _parts(book.chapters, chunker, task)

@@ -31,7 +31,7 @@ class Preparing:
     """
 
     def __init__(self, to_ingest: list[Planned], workers: int, initargs: tuple, failures: Failures,
-                 part_chars: int = PART_CHARS) -> None:
+                 part_chars: int = PART_CHARS, extract_cache: str | None = None) -> None:
         self.by_key = {p.book.key: p for p in to_ingest}
         self._queue = deque(p for p in start_order(to_ingest))
         self._max_parts = workers = max(1, workers)
@@ -45,6 +45,7 @@ class Preparing:
                                          initializer=init_worker, initargs=initargs)
         self._failures = failures
         self._part_chars = part_chars
+        self._extract_cache = extract_cache
         self._starting = threading.Thread(target=self._start, name="alexandria-prepare-start",
                                           daemon=True)
         self._starting.start()
@@ -60,7 +61,8 @@ class Preparing:
             p = self._queue.popleft()
             b = p.book
             task = PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title,
-                               max_parts=self._max_parts, part_chars=self._part_chars)
+                               max_parts=self._max_parts, part_chars=self._part_chars,
+                               extract_cache=self._extract_cache)
             self._inflight[self._pool.submit(prepare, task)] = b.key
 
     def _started(self) -> None:

@@ -16,22 +16,31 @@ import posixpath
 import warnings
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 from ebooklib import epub
 from lxml import etree
 
+from alexandria.sources.boilerplate import block_key, repeated_blocks
 from alexandria.sources.book import Chapter, ExtractedBook, ExtractError
 from alexandria.sources.markup import (
-    EPUB_TYPE,
-    clean,
     local_name,
     paragraphs,
     parse_markup,
     text_of,
     xml_parser,
+)
+from alexandria.sources.toc import (
+    TocEntry,
+    confine,
+    ebooklib_entries,
+    fragment_map,
+    nav_entries,
+    ncx_entries,
+    repair_links,
+    resolve,
+    title_map,
 )
 
 MAX_ENTRY_BYTES = 64 * 1024 * 1024  # one decompressed zip entry; a bigger one is skipped
@@ -48,9 +57,6 @@ _NCX_MEDIA_TYPE = "application/x-dtbncx+xml"
 
 # What zipfile raises on damaged archives besides BadZipFile (and RuntimeError for passwords).
 _ZIP_ERRORS = (NotImplementedError, ValueError, EOFError, OSError, zlib.error)
-
-_TocEntry = tuple[tuple[str, ...], str, str]  # (labels from the root down, href, folder it is relative to)
-
 
 def extract_epub(data: bytes, name: str = "", *, use_ebooklib: bool = True) -> ExtractedBook:
     """Reads an EPUB held in memory; raises ExtractError with a specific reason when it cannot.
@@ -83,25 +89,36 @@ def _extract(data: bytes, *, use_ebooklib: bool = True) -> ExtractedBook:
     except Exception as e:  # ebooklib gives up on a whole book for, say, one missing font
         notes.append(f"fell back to direct container read: {type(e).__name__}: {e}")
         load, toc = _direct_loader(archive, notes), _direct_toc(archive, pkg)
-    toc = list(toc)
-    titles = _title_map(toc)
-    whole_titles = _title_map(e for e in toc if "#" not in e[1])
-    sections = _fragment_map(toc, titles)
+    toc = repair_links(
+        list(toc), lambda path: archive.find(path) is not None,
+        [i.href for i in pkg.manifest.values() if i.href and i.is_html and archive.find(i.href)], notes)
+    titles = title_map(toc)
+    whole_titles = title_map(e for e in toc if "#" not in e[1])
+    sections = fragment_map(toc)
 
-    chapters: list[Chapter] = []
     problems: list[str] = []
-    title = ""
+    documents: list[tuple[str, _Blocks | None]] = []
     read = 0
     for item in plan:
         href = item.href or ""
         raw = load(item)
         if raw is None:
-            title = titles.get(href, title)
+            documents.append((href, None))
             continue
         read += 1
+        documents.append((href, _document_blocks(raw, href, problems, sections.get(href, {}))))
+    labels = {label for entry in toc for label in entry[0]}
+    _drop_repeated_blocks([d for _, d in documents if d is not None], labels, notes)
+
+    chapters: list[Chapter] = []
+    title = ""
+    for href, blocks in documents:
+        if blocks is None:
+            title = titles.get(href, title)
+            continue
         # A TOC entry pointing into the middle of this document (file.xhtml#part2) starts a
         # chapter there: a poem in five parts in one file is five chapters, not one.
-        parts = _document_sections(raw, href, problems, sections.get(href, {}))
+        parts = blocks.sections(sections.get(href, {}))
         if href in whole_titles:
             title = whole_titles[href]
         elif len(parts) <= 1:  # no anchor found: the first entry for the file names all of it
@@ -151,7 +168,7 @@ class _Archive:
         self.entries: dict[str, zipfile.ZipInfo] = {}
         self.folded: dict[str, str] = {}
         for info in infos:  # a later duplicate wins, as in zipfile itself
-            key = _confine(info.filename.replace("\\", "/"))
+            key = confine(info.filename.replace("\\", "/"))
             if key and not info.is_dir():
                 self.entries[key] = info
                 self.folded.setdefault(key.casefold(), key)
@@ -195,25 +212,6 @@ class _Archive:
         return key, raw
 
 
-def _confine(path: str) -> str | None:
-    """A normalised container path, or None when it climbs out of the container ('../')."""
-    norm = posixpath.normpath(path.lstrip("/")) if path else ""
-    if not norm or norm in (".", "..") or norm.startswith("../"):
-        return None
-    return norm
-
-
-def _resolve(base_dir: str, href: str | None) -> str | None:
-    """Container path of a relative URL; None for external URLs and for paths leaving the container."""
-    if not href:
-        return None
-    parts = urlsplit(href.strip())
-    if parts.scheme or parts.netloc or not parts.path:
-        return None
-    path = unquote(parts.path)
-    return _confine(path if path.startswith("/") else posixpath.join(base_dir, path))
-
-
 def _first_rootfile(archive: _Archive) -> str:
     _, raw = archive.read_essential(
         "META-INF/container.xml", ExtractError("no-container", "META-INF/container.xml is missing"))
@@ -231,7 +229,7 @@ def _first_rootfile(archive: _Archive) -> str:
     chosen = packages or [path for path, _ in rootfiles]
     if not chosen:
         raise ExtractError("no-package-document", "container.xml lists no rootfile")
-    path = _confine(chosen[0])
+    path = confine(chosen[0])
     if path is None:
         raise ExtractError("no-package-document", f"rootfile {chosen[0]!r} is outside the container")
     return path
@@ -296,7 +294,7 @@ def _parse_package(archive: _Archive, opf_path: str) -> _Package:
                     raw_href = el.get("href") or ""
                     manifest[item_id] = _Item(
                         id=item_id,
-                        href=_resolve(folder, raw_href),
+                        href=resolve(folder, raw_href),
                         raw_href=raw_href,
                         media_type=(el.get("media-type") or "").strip().lower(),
                         properties=frozenset((el.get("properties") or "").split()),
@@ -345,7 +343,7 @@ def _encrypted_resources(archive: _Archive, notes: list[str]) -> list[tuple[str,
         if algorithm in _FONT_OBFUSCATION:
             continue
         for ref in data.iter():
-            path = _resolve("", ref.get("URI")) if local_name(ref.tag) == "cipherreference" else None
+            path = resolve("", ref.get("URI")) if local_name(ref.tag) == "cipherreference" else None
             if path:
                 found.append((path, algorithm))
     return found
@@ -393,124 +391,74 @@ def _spine_plan(pkg: _Package, notes: list[str]) -> tuple[list[_Item], int]:
 # Markup and text
 
 
-def _document_sections(raw: bytes, path: str, problems: list[str], marks: dict[str, str]
-                       ) -> list[tuple[str | None, str]]:
-    """(title or None for the part before the first mark, text) per section of one document."""
+@dataclass
+class _Blocks:
+    """One spine document's paragraphs, and where TOC anchors start chapters among them."""
+
+    paras: list[str]
+    starts: list[tuple[int, str]]  # (index of the first paragraph, anchor id)
+
+    def sections(self, marks: dict[str, str]) -> list[tuple[str | None, str]]:
+        """(title or None for the part before the first mark, text) per section."""
+        bounds: list[tuple[int, str | None]] = [(0, None)]
+        bounds += [(i, marks[m]) for i, m in self.starts]
+        out = []
+        for k, (i, title) in enumerate(bounds):
+            end = bounds[k + 1][0] if k + 1 < len(bounds) else len(self.paras)
+            out.append((title, "\n\n".join(self.paras[i:end])))
+        return out
+
+
+def _document_blocks(raw: bytes, path: str, problems: list[str], marks: dict[str, str]
+                     ) -> _Blocks | None:
     if not raw:
-        return []
+        return None
     root, entities, problem = parse_markup(raw)
     if problem:
         problems.append(f"{path}: {problem}")
     if root is None:
-        return []
+        return None
     starts: list[tuple[int, str]] = []
     paras = paragraphs(root, entities, marks, starts)
-    bounds = [(0, None)] + [(i, marks[m]) for i, m in starts]
-    out = []
-    for k, (i, title) in enumerate(bounds):
-        end = bounds[k + 1][0] if k + 1 < len(bounds) else len(paras)
-        out.append((title, "\n\n".join(paras[i:end])))
-    return out
+    return _Blocks(paras, starts)
+
+
+def _drop_repeated_blocks(documents: list[_Blocks], labels: set[str], notes: list[str]) -> None:
+    """Drops, in place, the blocks that repeat across many of the book's documents (navigation
+    bars, running headers), keeping each document's chapter starts on the same paragraphs."""
+    keys = repeated_blocks([d.paras for d in documents], labels)
+    if not keys:
+        return
+    dropped: dict[str, str] = {}
+    for doc in documents:
+        kept: list[str] = []
+        moved: list[int] = []  # paragraph index -> index among the kept ones
+        for p in doc.paras:
+            moved.append(len(kept))
+            key = block_key(p)
+            if key in keys:
+                dropped.setdefault(key, p)
+            else:
+                kept.append(p)
+        moved.append(len(kept))
+        doc.starts = [(moved[i], anchor) for i, anchor in doc.starts]
+        doc.paras = kept
+    shown = "; ".join(repr(b[:60]) for b in list(dropped.values())[:3])
+    notes.append(f"dropped {len(dropped)} block(s) repeated across at least half of the "
+                 f"{len(documents)} documents, such as {shown}")
 
 
 # ---------------------------------------------------------------------------------------------
 # Table of contents
 
 
-def _title_map(entries: Iterable[_TocEntry]) -> dict[str, str]:
-    """Container path -> "Part II > Chapter 3", from the first TOC entry (pre-order) pointing at it."""
-    titles: dict[str, str] = {}
-    for labels, href, base in entries:
-        target = _resolve(base, href)
-        if target and target not in titles:
-            titles[target] = " > ".join(label for label in labels if label)
-    return titles
-
-
-def _fragment_map(entries: list[_TocEntry], titles: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Container path -> {fragment id: chapter path} for TOC entries that point inside a file."""
-    out: dict[str, dict[str, str]] = {}
-    for labels, href, base in entries:
-        target = _resolve(base, href)
-        fragment = unquote(urlsplit(href.strip()).fragment) if href else ""
-        if not target or not fragment:
-            continue
-        label = " > ".join(label for label in labels if label)
-        out.setdefault(target, {}).setdefault(fragment, label)
-    return out
-
-
-def _ebooklib_toc(nodes: object, labels: tuple[str, ...], base: str) -> Iterator[_TocEntry]:
-    """Flattens ebooklib's toc: Link, Section, (Section, children) and lists of those."""
-    if isinstance(nodes, (epub.Link, epub.Section)):
-        nodes = [nodes]
-    if not isinstance(nodes, (list, tuple)):
-        return
-    for node in nodes:
-        if isinstance(node, tuple) and len(node) == 2 and isinstance(node[0], epub.Section):
-            here = labels + (clean(node[0].title),)
-            yield here, node[0].href or "", base
-            yield from _ebooklib_toc(node[1], here, base)
-        elif isinstance(node, (epub.Link, epub.Section)):
-            yield labels + (clean(node.title),), node.href or "", base
-        elif isinstance(node, list):
-            yield from _ebooklib_toc(node, labels, base)
-
-
-def _nav_toc(root: etree._Element, base: str) -> list[_TocEntry]:
-    navs = [el for el in root.iter() if local_name(el.tag) == "nav"]
-    toc = next((n for n in navs if "toc" in (n.get(EPUB_TYPE) or n.get("epub:type") or "").split()), None)
-    if toc is None:
-        toc = next((n for n in navs if "toc" in n.attrib.values()), None)  # ebooklib's rule
-    top = (next((el for el in toc.iter() if local_name(el.tag) in ("ol", "ul")), None)
-           if toc is not None else None)
-    out: list[_TocEntry] = []
-
-    def walk(lst: etree._Element, labels: tuple[str, ...], depth: int) -> None:
-        for li in lst:
-            if local_name(li.tag) != "li" or depth > 64:
-                continue
-            label = next((c for c in li if local_name(c.tag) not in ("ol", "ul", "")), None)
-            link = None
-            if label is not None:
-                link = next((a for a in label.iter() if local_name(a.tag) == "a"), None)
-            here = labels + (text_of(label) if label is not None else "",)
-            out.append((here, link.get("href", "") if link is not None else "", base))
-            sub = next((c for c in li if local_name(c.tag) in ("ol", "ul")), None)
-            if sub is not None:
-                walk(sub, here, depth + 1)
-
-    if top is not None:
-        walk(top, (), 0)
-    return out
-
-
-def _ncx_toc(root: etree._Element, base: str) -> list[_TocEntry]:
-    out: list[_TocEntry] = []
-
-    def walk(parent: etree._Element, labels: tuple[str, ...], depth: int) -> None:
-        for point in parent:
-            if local_name(point.tag) != "navpoint" or depth > 64:
-                continue
-            label = next((c for c in point if local_name(c.tag) == "navlabel"), None)
-            content = next((c for c in point if local_name(c.tag) == "content"), None)
-            here = labels + (text_of(label) if label is not None else "",)
-            out.append((here, content.get("src", "") if content is not None else "", base))
-            walk(point, here, depth + 1)
-
-    nav_map = next((el for el in root.iter() if local_name(el.tag) == "navmap"), None)
-    if nav_map is not None:
-        walk(nav_map, (), 0)
-    return out
-
-
-def _direct_toc(archive: _Archive, pkg: _Package) -> list[_TocEntry]:
+def _direct_toc(archive: _Archive, pkg: _Package) -> list[TocEntry]:
     """The nav document's toc (EPUB 3), else the NCX: the order ebooklib uses with ignore_ncx=True."""
     nav = next((i for i in pkg.manifest.values() if "nav" in i.properties and i.href), None)
     if nav is not None and nav.href:
         raw = archive.read(nav.href)
         root = parse_markup(raw)[0] if raw else None
-        entries = _nav_toc(root, posixpath.dirname(nav.href)) if root is not None else []
+        entries = nav_entries(root, posixpath.dirname(nav.href)) if root is not None else []
         if entries:
             return entries
     ncx = pkg.manifest.get(pkg.toc_id or "")
@@ -520,7 +468,7 @@ def _direct_toc(archive: _Archive, pkg: _Package) -> list[_TocEntry]:
         raw = archive.read(ncx.href)
         root = parse_markup(raw)[0] if raw else None
         if root is not None:
-            return _ncx_toc(root, posixpath.dirname(ncx.href))
+            return ncx_entries(root, posixpath.dirname(ncx.href))
     return []
 
 
@@ -543,7 +491,7 @@ class _BoundedEpubReader(epub.EpubReader):
         self.opf_dir = posixpath.dirname(self._opf_path)
 
     def read_file(self, name: str) -> bytes:
-        path = _confine(name)
+        path = confine(name)
         if path is None:
             raise KeyError(f"{name!r} is outside the container")
         if self._archive.find(path) is None:
@@ -554,7 +502,7 @@ class _BoundedEpubReader(epub.EpubReader):
 
 def _with_ebooklib(
     data: bytes, archive: _Archive, pkg: _Package, plan: list[_Item]
-) -> tuple[Callable[[_Item], bytes | None], list[_TocEntry]]:
+) -> tuple[Callable[[_Item], bytes | None], list[TocEntry]]:
     """(loader, toc entries) backed by ebooklib; raises whatever ebooklib raises."""
     book = _BoundedEpubReader(data, archive, pkg.path).load()
     contents: dict[str, bytes] = {}
@@ -568,7 +516,7 @@ def _with_ebooklib(
     else:
         ncx = book.get_item_with_id(pkg.toc_id) if pkg.toc_id else None
         base = posixpath.dirname(posixpath.join(pkg.folder, ncx.file_name)) if ncx is not None else pkg.folder
-    toc = list(_ebooklib_toc(book.toc, (), base))
+    toc = list(ebooklib_entries(book.toc, (), base))
     if not toc:
         toc = _direct_toc(archive, pkg)  # e.g. an NCX the spine does not name: still worth its titles
 

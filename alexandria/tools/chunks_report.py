@@ -28,13 +28,16 @@ class SettingReport:
     tokens: dict[str, float] = field(default_factory=dict)  # min, median, mean, max
     samples: list[dict[str, Any]] = field(default_factory=list)
     threshold: float | None = None  # semantic: the similarity actually used
+    # per chapter in reading order (chapters under 32 tokens joined to the next, as an ingest
+    # does): its title, chunk count and tokens
+    chapter_list: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "strategy": self.settings.strategy,
                 "chunk_tokens": self.settings.chunk_tokens, "overlap": self.settings.overlap,
                 "threshold": self.threshold, "min_tokens": self.settings.min_tokens,
                 "chunks": self.chunks, "parents": self.parents, "chapters": self.chapters,
-                "tokens": self.tokens, "samples": self.samples}
+                "tokens": self.tokens, "samples": self.samples, "chapter_list": self.chapter_list}
 
 
 @dataclass
@@ -112,14 +115,16 @@ def report_book(path: Path, model: str, variants: list[Variant], device: str = "
     for v in variants:
         chunker = Chunker(tokenizer_json, max_len, v.settings)
         out = PreparedBook(book_key=str(path))
+        chapters = chunker.join_short(book.chapters)
         try:
-            chunk_chapters(out, book.chapters, chunker, spec.document_template, title)
+            chunk_chapters(out, chapters, chunker, spec.document_template, title)
         except BookError as e:
             raise UsageError(f"{path.name} has nothing to chunk ({e.reason}).") from e
         entry = SettingReport(v.label, v.settings)
         if out.sentences is not None:
             entry.threshold = _semantic(out, chunker, v, cache, spec, device, dtype, report)
         _fill(entry, out.chunks, samples)
+        entry.chapter_list = _chapter_list(chapters, out.chunks)
         report.settings.append(entry)
     return report
 
@@ -168,6 +173,23 @@ def _fill(entry: SettingReport, chunks: list[Chunk], samples: int) -> None:
                      for c in children[::step][:samples]]
 
 
+def _chapter_list(chapters: list, chunks: list[Chunk]) -> list[dict[str, Any]]:
+    counts: dict[int, list[int]] = {}
+    for c in chunks:
+        if c.kind == "chunk":
+            counts.setdefault(c.chapter_index, []).append(c.tokens)
+    return [{"index": ch.index, "title": ch.title, "chunks": len(counts.get(ch.index, [])),
+             "tokens": sum(counts.get(ch.index, []))} for ch in chapters]
+
+
+def render_chapters(setting: SettingReport) -> str:
+    """One line per chapter, with its chunks and tokens: where the text of a book went."""
+    lines = [f"chapters ({setting.label}):", f"{'#':>5}{'chunks':>8}{'tokens':>9}  title"]
+    for row in setting.chapter_list:
+        lines.append(f"{row['index']:>5}{row['chunks']:>8}{row['tokens']:>9}  {row['title'] or '-'}")
+    return "\n".join(lines)
+
+
 def render(report: BookReport, samples: int) -> str:
     """A table a person reads in a terminal: one row per setting, then samples."""
     lines = [f"{report.title} ({report.path}); model {report.model}, at most "
@@ -184,6 +206,8 @@ def render(report: BookReport, samples: int) -> str:
         th = f"{s.threshold:.3f}" if s.threshold is not None else "-"
         lines.append(f"{s.label:<{width}}{th:>10}{s.chunks:>7}{s.parents:>8}{t.get('min', 0):>6}"
                      f"{t.get('median', 0):>8}{t.get('mean', 0):>8}{t.get('max', 0):>6}")
+    if report.settings and report.settings[0].chapter_list:
+        lines.append(render_chapters(report.settings[0]))
     if samples:
         for s in report.settings:
             lines.append(f"{s.label}:")

@@ -6,10 +6,15 @@ there, the file name is looked up anywhere below the corpus (it must be unique),
 works against ``epubs/books`` or ``epubs``. ``chapter`` is the chapter path as the extractor writes
 it into payloads (``Part II > Chapter 3``).
 
-For each chunker the books the questions need are ingested into a fresh temporary store, every
-question is run as a search, and hit@1, hit@k and MRR are reported, at chapter level and at book
-level. A result is a chapter hit when it comes from the right book and the expected chapter path is
-a contiguous run of segments of the result's path, compared after Unicode, quote, zero-width and
+Each book the questions need is read and extracted once (and a question whose expected chapter
+holds more than half of its book's text is flagged: a hit there says little). For each chunker the
+books are ingested into a fresh temporary store from those extractions, every question is run as a
+search in each search mode, and hit@1, hit@k and MRR are reported, overall and per language, at
+chapter level and at book level. With a report file, the report is rewritten as soon as each
+chunker's scores exist, so a crash later keeps them.
+
+A result is a chapter hit when it comes from the right book and the expected chapter path is a
+contiguous run of segments of the result's path, compared after Unicode, quote, zero-width and
 case normalisation: the same chapter, a section inside it, or the same path written without its
 ancestors all count; a broader parent chapter does not (its text is not the answer).
 """
@@ -17,9 +22,11 @@ ancestors all count; a broader parent chapter does not (its text is not the answ
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
+import shutil
 import tempfile
 import time
 import unicodedata
@@ -33,6 +40,9 @@ from alexandria.errors import UsageError
 log = logging.getLogger("alexandria")
 
 CHUNKERS = ("structural", "semantic", "hierarchical")
+MODES = ("dense", "sparse", "hybrid")  # search modes; only dense needs no sparse vectors
+# A question whose expected chapter holds more than this share of its book's text is flagged.
+BIG_CHAPTER_SHARE = 0.5
 FIELDS = ("question", "book", "chapter", "language")
 
 _ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
@@ -59,11 +69,14 @@ class EvalOptions:
     top_k: int = 5
     workers: int | None = None
     batch_size: int = 96
+    modes: tuple[str, ...] = ("dense",)  # each one scored on the same store, per chunker
+    report_file: Path | None = None  # the JSON report, rewritten after each chunker's scores
 
 
 @dataclass
 class ChunkerScore:
     chunker: str
+    mode: str = "dense"
     questions: int = 0
     hit_at_1: float = 0.0
     hit_at_k: float = 0.0
@@ -89,6 +102,8 @@ class EvalReport:
     questions: int
     corpus: str
     scores: list[ChunkerScore]
+    warnings: list[str] = field(default_factory=list)
+    finished: bool = False  # False in a report written while chunkers were still to run
 
     def to_dict(self, with_results: bool = True) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -98,9 +113,20 @@ class EvalReport:
             s["hit@1"] = s.pop("hit_at_1")
             s[f"book_hit@{k}"] = s.pop("book_hit_at_k")
             s["book_hit@1"] = s.pop("book_hit_at_1")
+            for row in s["by_language"].values():
+                row[f"hit@{k}"] = row.pop("hit@k")
+                row[f"book_hit@{k}"] = row.pop("book_hit@k")
             if not with_results:
                 s.pop("results")
         return out
+
+    def write(self, path: Path) -> None:
+        """Whole or not at all: a kill while writing leaves the previous report."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        tmp.replace(path)
 
 
 # -- the question file -----------------------------------------------------------------------------
@@ -188,11 +214,15 @@ def _rank(flags: list[bool]) -> int | None:
 # -- the run ---------------------------------------------------------------------------------------
 
 
+def _has_option(cls: type, name: str) -> bool:
+    """Older builds lack some options (a chunker choice, a search mode): scored where possible."""
+    return any(f.name == name for f in dataclasses.fields(cls))
+
+
 def _has_chunker_option() -> bool:
-    """Older builds only chunk one way; they can still be scored as structural."""
     from alexandria.run.options import IngestOptions
 
-    return any(f.name == "chunker" for f in dataclasses.fields(IngestOptions))
+    return _has_option(IngestOptions, "chunker")
 
 
 def _check_chunkers(chunkers: tuple[str, ...]) -> None:
@@ -203,60 +233,146 @@ def _check_chunkers(chunkers: tuple[str, ...]) -> None:
             raise UsageError(f"Unknown chunker {name!r}: use structural, semantic or hierarchical.")
 
 
+def _check_modes(modes: tuple[str, ...]) -> None:
+    if not modes:
+        raise UsageError("Give at least one search mode (dense, sparse or hybrid).")
+    for mode in modes:
+        if mode not in MODES:
+            raise UsageError(f"Unknown search mode {mode!r}: use dense, sparse or hybrid.")
+
+
 def evaluate(questions: list[Question], opts: EvalOptions,
              progress: Callable[[str], None] | None = None) -> EvalReport:
-    """Ingest the needed books once per chunker into a throwaway store and score every question."""
+    """Extract the needed books once, ingest them once per chunker into a throwaway store and
+    score every question in every search mode."""
     if opts.top_k < 1:
         raise UsageError("--top-k must be at least 1.")
     _check_chunkers(opts.chunkers)
+    _check_modes(opts.modes)
     books = resolve_books(questions, opts.corpus)
     say = progress or (lambda _msg: None)
-    scores: list[ChunkerScore] = []
-    device = opts.device
-    for name in opts.chunkers:
-        if name != "structural" and not _has_chunker_option():
-            say(f"{name}: not available in this version, skipped")
-            scores.append(ChunkerScore(chunker=name, questions=len(questions),
-                                       error="not available in this version"))
-            continue
-        score, device = _run_chunker(name, questions, books, opts, say)
-        scores.append(score)
-    return EvalReport(model=opts.model, device=device, top_k=opts.top_k, questions=len(questions),
-                      corpus=str(Path(opts.corpus).expanduser()), scores=scores)
+    report = EvalReport(model=opts.model, device=opts.device, top_k=opts.top_k,
+                        questions=len(questions), corpus=str(Path(opts.corpus).expanduser()),
+                        scores=[])
+    with tempfile.TemporaryDirectory(prefix="alexandria-eval-") as tmp:
+        cache = Path(tmp) / "extracted"
+        report.warnings = extract_once(questions, books, cache, say)
+        for warning in report.warnings:
+            say(f"warning: {warning}")
+        for name in opts.chunkers:
+            if name != "structural" and not _has_chunker_option():
+                say(f"{name}: not available in this version, skipped")
+                report.scores.append(ChunkerScore(chunker=name, questions=len(questions),
+                                                  error="not available in this version"))
+            else:
+                scores, device = _run_chunker(name, questions, books, opts, say, cache, Path(tmp))
+                report.scores += scores
+                report.device = device
+            if opts.report_file:
+                report.write(opts.report_file)
+    report.finished = True
+    if opts.report_file:
+        report.write(opts.report_file)
+    return report
+
+
+def extract_once(questions: list[Question], books: dict[str, Path], cache: Path,
+                 say: Callable[[str], None]) -> list[str]:
+    """Extract each book into the cache the ingests read; returns a warning for each question
+    whose expected chapter holds more than BIG_CHAPTER_SHARE of its book's text, or no text."""
+    from alexandria.errors import BookError
+    from alexandria.sources.cache import extract_cached
+    from alexandria.sources.readers import read_book_file
+
+    warnings: list[str] = []
+    paths = sorted(set(books.values()))
+    for i, path in enumerate(paths, 1):
+        say(f"extracting {i}/{len(paths)}: {path.name}")
+        data = read_book_file(path)
+        try:
+            book = extract_cached(data, path.suffix.lower().lstrip(".") or "epub", str(path),
+                                  hashlib.sha256(data).hexdigest(), cache)
+        except BookError:
+            continue  # the ingest reports it as a failed book
+        total = sum(len(c.text) for c in book.chapters) or 1
+        for q in questions:
+            if books[q.book] != path:
+                continue
+            share = sum(len(c.text) for c in book.chapters if chapter_matches(q.chapter, c.title))
+            if share == 0:
+                warnings.append(f"line {q.line}: no chapter of {path.name} matches {q.chapter!r}")
+            elif share / total > BIG_CHAPTER_SHARE:
+                warnings.append(f"line {q.line}: the chapter {q.chapter!r} holds {share / total:.0%} "
+                                f"of {path.name}'s text, so finding it says little")
+    return warnings
 
 
 def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], opts: EvalOptions,
-                 say: Callable[[str], None]) -> tuple[ChunkerScore, str]:
-    from alexandria.query.search import SearchOptions, search
+                 say: Callable[[str], None], cache: Path, tmp: Path
+                 ) -> tuple[list[ChunkerScore], str]:
     from alexandria.run.ingest import ingest
     from alexandria.run.options import IngestOptions
 
-    score = ChunkerScore(chunker=name, questions=len(questions), books=len(set(books.values())))
     files = tuple(sorted(set(books.values())))
-    extra = {"chunker": name} if _has_chunker_option() else {}
-    with tempfile.TemporaryDirectory(prefix=f"alexandria-eval-{name}-") as tmp:
-        store_dir = Path(tmp) / "store"
-        say(f"{name}: ingesting {len(files)} books into a temporary store")
-        t = time.perf_counter()
-        report = ingest(IngestOptions(
-            files=files, model=opts.model, device=opts.device, dtype=opts.dtype, store=store_dir,
-            workers=opts.workers, batch_size=opts.batch_size, prune=False, **extra))
-        score.ingest_s = round(time.perf_counter() - t, 1)
-        score.chunks = report.chunks
-        score.books_failed = list(report.failures)
-        path_of = {b["book_key"]: Path(b["path"]).resolve() for b in report.books if b.get("path")}
-        say(f"{name}: {report.books_done} books, {report.chunks} chunks in {score.ingest_s:.0f}s; "
-            f"searching {len(questions)} questions")
-        # The same search a user runs (hierarchical chapter points are not ranked on their own).
-        t = time.perf_counter()
-        sopts = SearchOptions(model=opts.model, device=opts.device, dtype=opts.dtype,
-                              store=store_dir, collection=report.collection, top_k=opts.top_k)
-        for q in questions:
-            hits = search(q.question, sopts)
-            score.results.append(_judge(q, books[q.book], hits, path_of))
-        score.search_s = round(time.perf_counter() - t, 1)
-    _aggregate(score)
-    return score, report.device or opts.device
+    extra: dict[str, Any] = {"chunker": name} if _has_chunker_option() else {}
+    if _has_option(IngestOptions, "extract_cache"):
+        extra["extract_cache"] = cache
+    store_dir = tmp / f"store-{name}"
+    say(f"{name}: ingesting {len(files)} books into a temporary store")
+    done = 0
+
+    def book_done(result) -> None:
+        nonlocal done
+        done += 1
+        what = f"{result.chunks} chunks" if result.status == "done" else result.status
+        if result.reason:
+            what += f" ({result.reason})"
+        say(f"{name}: {done}/{len(files)} {Path(result.path or result.title).name}: {what}, "
+            f"{result.seconds:.0f}s")
+
+    t = time.perf_counter()
+    report = ingest(IngestOptions(
+        files=files, model=opts.model, device=opts.device, dtype=opts.dtype, store=store_dir,
+        workers=opts.workers, batch_size=opts.batch_size, prune=False, **extra), progress=book_done)
+    ingest_s = round(time.perf_counter() - t, 1)
+    path_of = {b["book_key"]: Path(b["path"]).resolve() for b in report.books if b.get("path")}
+    say(f"{name}: {report.books_done} books, {report.chunks} chunks in {ingest_s:.0f}s; "
+        f"searching {len(questions)} questions")
+    scores = []
+    for mode in opts.modes:
+        score = ChunkerScore(chunker=name, mode=mode, questions=len(questions),
+                             books=len(files), chunks=report.chunks, ingest_s=ingest_s,
+                             books_failed=list(report.failures))
+        _search_all(score, questions, books, opts, store_dir, report.collection, path_of)
+        _aggregate(score)
+        say(f"{_label(score)}: hit@1 {score.hit_at_1:.3f}, hit@{opts.top_k} {score.hit_at_k:.3f}, "
+            f"MRR {score.mrr:.3f}")
+        scores.append(score)
+    shutil.rmtree(store_dir, ignore_errors=True)
+    return scores, report.device or opts.device
+
+
+def _search_all(score: ChunkerScore, questions: list[Question], books: dict[str, Path],
+                opts: EvalOptions, store_dir: Path, collection: str | None,
+                path_of: dict[str, Path]) -> None:
+    """The same search a user runs (hierarchical chapter points are not ranked on their own)."""
+    from alexandria.query.search import SearchOptions, search
+
+    extra: dict[str, Any] = {}
+    if score.mode != "dense":
+        if not _has_option(SearchOptions, "mode"):
+            raise UsageError(f"Search mode {score.mode!r} is not available in this version.")
+        extra["mode"] = score.mode
+    sopts = SearchOptions(model=opts.model, device=opts.device, dtype=opts.dtype, store=store_dir,
+                          collection=collection, top_k=opts.top_k, **extra)
+    t = time.perf_counter()
+    for q in questions:
+        score.results.append(_judge(q, books[q.book], search(q.question, sopts), path_of))
+    score.search_s = round(time.perf_counter() - t, 1)
+
+
+def _label(score: ChunkerScore) -> str:
+    return score.chunker if score.mode == "dense" else f"{score.chunker}/{score.mode}"
 
 
 def _judge(q: Question, book: Path, hits: list, path_of: dict[str, Path]) -> dict[str, Any]:
@@ -297,31 +413,33 @@ def _aggregate(score: ChunkerScore) -> None:
 
 
 def render_table(report: EvalReport) -> str:
-    """The numbers a person compares: one row per chunker, then per language."""
+    """The numbers a person compares: one row per chunker (and search mode), then the same per
+    language, then the warnings."""
     k = report.top_k
-    head = (f"{'chunker':<13}{'hit@1':>7}{f'hit@{k}':>7}{'MRR':>7}{'book@1':>8}{f'book@{k}':>8}"
+    head = (f"{'chunker':<24}{'hit@1':>7}{f'hit@{k}':>7}{'MRR':>7}{'book@1':>8}{f'book@{k}':>8}"
             f"{'chunks':>8}{'ingest s':>10}")
     lines = [f"{report.questions} questions, model {report.model} on {report.device}, top {k}",
              head, "-" * len(head)]
     for s in report.scores:
         if s.error:
-            lines.append(f"{s.chunker:<13}{s.error}")
+            lines.append(f"{_label(s):<24}{s.error}")
             continue
-        lines.append(f"{s.chunker:<13}{s.hit_at_1:>7.3f}{s.hit_at_k:>7.3f}{s.mrr:>7.3f}"
+        lines.append(f"{_label(s):<24}{s.hit_at_1:>7.3f}{s.hit_at_k:>7.3f}{s.mrr:>7.3f}"
                      f"{s.book_hit_at_1:>8.3f}{s.book_hit_at_k:>8.3f}{s.chunks:>8}{s.ingest_s:>10.0f}")
-    langs = sorted({lang for s in report.scores for lang in s.by_language})
+    scored = [s for s in report.scores if not s.error]
+    langs = sorted({lang for s in scored for lang in s.by_language})
     if len(langs) > 1:
-        lines.append("")
-        lines.append(f"hit@{k} by language: " + "  ".join(
-            f"{lang} ({report.scores[0].by_language.get(lang, {}).get('questions', 0)})"
-            for lang in langs))
-        for s in report.scores:
-            if s.error:
-                continue
-            cells = "  ".join(f"{lang} {s.by_language[lang]['hit@k']:.2f}" for lang in langs
-                              if lang in s.by_language)
-            lines.append(f"  {s.chunker:<13}{cells}")
+        lines += ["", f"{'by language':<24}{'hit@1':>7}{f'hit@{k}':>7}{'MRR':>7}{'book@' + str(k):>8}"]
+        for s in scored:
+            for i, lang in enumerate(langs):
+                row = s.by_language.get(lang)
+                if row is None:
+                    continue
+                name = f"{_label(s) if i == 0 else '':<15}{lang} ({row['questions']})"
+                lines.append(f"{name:<24}{row['hit@1']:>7.3f}{row['hit@k']:>7.3f}{row['mrr']:>7.3f}"
+                             f"{row['book_hit@k']:>8.3f}")
     for s in report.scores:
         for f in s.books_failed:
-            lines.append(f"{s.chunker}: failed {f['book']}: {f['reason']}")
+            lines.append(f"{_label(s)}: failed {f['book']}: {f['reason']}")
+    lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)

@@ -191,6 +191,12 @@ def test_chunks_compare_shows_every_setting(tmp_path: Path, sample_epubs):
     text = run_cli("chunks", book, "--model", "minilm", "--chunk-tokens", "128", "--overlap", "0")
     assert text.returncode == 0, text.stderr
     assert "structural 128/0" in text.stdout and "median" in text.stdout
+    # the chapters in reading order with their chunks: where the book's text went
+    listed = rows["structural 128/16"]["chapter_list"]
+    assert listed and sum(c["chunks"] for c in listed) == rows["structural 128/16"]["chunks"]
+    assert [c["index"] for c in listed] == list(range(len(listed)))
+    assert "chapters (structural 128/0):" in text.stdout
+    assert f"{listed[0]['title'] or '-'}" in text.stdout
 
 
 def test_chunk_option_mistakes_are_one_sentence(tmp_path: Path):

@@ -28,8 +28,9 @@ SMALL = ("idpf-wasteland.epub", "idpf-mymedia_lite.epub", "idpf-sous-le-vent.epu
 
 def test_question_file_is_well_formed() -> None:
     qs = load_questions(QUESTIONS)
-    assert len(qs) >= 40
+    assert len(qs) >= 80
     langs = Counter(q.language for q in qs)
+    assert len(qs) - langs["en"] >= 30
     assert langs["en"] >= 20 and langs["ja"] >= 3 and langs["he"] >= 3
     assert langs["fr"] + langs["ar"] >= 3
     assert len({q.question for q in qs}) == len(qs), "duplicate questions"
@@ -109,3 +110,76 @@ def test_small_real_eval_scores_sanely(tmp_path: Path) -> None:
     assert score["hit@1"] <= score["hit@5"] and 0 < score["mrr"] <= 1
     english = [r for r in score["results"] if r["language"] == "en"]
     assert english and any(r["rank"] for r in english)
+
+
+def test_a_question_whose_chapter_holds_most_of_its_book_is_flagged(tmp_path: Path) -> None:
+    from ebooklib import epub
+
+    from alexandria.tools.evaluate import extract_once
+
+    book = epub.EpubBook()
+    book.set_identifier("alexandria-test-lopsided")
+    book.set_title("Lopsided")
+    book.set_language("en")
+    docs = []
+    for name, label, paragraphs in (("a.xhtml", "Preface", 2), ("b.xhtml", "The Story", 40)):
+        doc = epub.EpubHtml(uid=name[0], title=label, file_name=name)
+        doc.content = "".join(f"<p>{label} paragraph {i} with some words in it.</p>"
+                              for i in range(paragraphs))
+        book.add_item(doc)
+        docs.append(doc)
+    book.toc, book.spine = docs, docs
+    book.add_item(epub.EpubNcx())
+    book.add_item(epub.EpubNav())
+    path = tmp_path / "lopsided.epub"
+    epub.write_epub(str(path), book)
+    qs = tmp_path / "q.jsonl"
+    qs.write_text("".join(json.dumps({"question": f"q{i}", "book": path.name, "chapter": chapter,
+                                      "language": "en"}) + "\n"
+                          for i, chapter in enumerate(("The Story", "Preface", "Epilogue"))),
+                  encoding="utf-8")
+    questions = load_questions(qs)
+    said: list[str] = []
+    warnings = extract_once(questions, resolve_books(questions, tmp_path), tmp_path / "cache", said.append)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("line 1: the chapter 'The Story' holds 9") and "says little" in warnings[0]
+    assert warnings[1] == "line 3: no chapter of lopsided.epub matches 'Epilogue'"
+    assert said == ["extracting 1/1: lopsided.epub"]
+    assert len(list((tmp_path / "cache").glob("*.pickle"))) == 1  # what the ingests read
+
+
+@pytest.mark.slow
+def test_each_chunkers_scores_are_on_disk_before_the_next_chunker_starts(tmp_path: Path) -> None:
+    """A crash in a later chunker keeps the earlier ones: the report file is rewritten after
+    each, and every book is extracted once for all of them."""
+    need_corpus()
+    small = [q for q in load_questions(QUESTIONS) if q.book == "idpf-wasteland.epub"]
+    report_file = tmp_path / "eval.json"
+    seen: dict[str, dict] = {}
+    said: list[str] = []
+
+    def progress(msg: str) -> None:
+        said.append(msg)
+        if msg.startswith("hierarchical: ingesting"):
+            seen["before"] = json.loads(report_file.read_text(encoding="utf-8"))
+
+    report = evaluate(small, EvalOptions(corpus=BOOKS, chunkers=("structural", "hierarchical"),
+                                         model="minilm", device="cpu", report_file=report_file),
+                      progress=progress)
+    before = seen["before"]
+    assert before["finished"] is False and [s["chunker"] for s in before["scores"]] == ["structural"]
+    assert before["scores"][0]["hit@5"] == report.scores[0].hit_at_k
+    after = json.loads(report_file.read_text(encoding="utf-8"))
+    assert after["finished"] is True and [s["chunker"] for s in after["scores"]] == ["structural",
+                                                                                     "hierarchical"]
+    assert sum(m.startswith("extracting ") for m in said) == 1
+    assert any(m.startswith("structural: 1/1 idpf-wasteland.epub: ") and "chunks" in m for m in said)
+    en = after["scores"][0]["by_language"]["en"]
+    assert set(en) == {"questions", "hit@1", "hit@5", "mrr", "book_hit@5"}
+
+
+def test_an_unknown_search_mode_is_one_sentence() -> None:
+    need_corpus()
+    qs = load_questions(QUESTIONS)[:1]
+    with pytest.raises(UsageError, match="Unknown search mode 'fuzzy'"):
+        evaluate(qs, EvalOptions(corpus=BOOKS, modes=("fuzzy",)))
