@@ -34,6 +34,7 @@ _API = {
     "export": "alexandria.store.export",
     "ExportReport": "alexandria.store.export",
     "repair": "alexandria.store.repair",
+    "add_sparse": "alexandria.store.sparse_fill",
     "RepairReport": "alexandria.store.repair",
     "Location": "alexandria.store.location",
     "ChunkSettings": "alexandria.chunking.settings",
@@ -59,6 +60,7 @@ __all__ = [
     "SearchOptions",
     "StopRequested",
     "UsageError",
+    "add_sparse",
     "export",
     "ingest",
     "plan",
@@ -95,3 +97,4 @@ if TYPE_CHECKING:
     from alexandria.store.location import Location
     from alexandria.store.lock import LockBusy
     from alexandria.store.repair import RepairReport, repair
+    from alexandria.store.sparse_fill import add_sparse

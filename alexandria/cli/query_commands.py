@@ -31,6 +31,9 @@ from alexandria.cli.output import setup_logging
 @chunker_option
 @opt("--with-parent", is_flag=True, default=False,
      help="hierarchical: also show the chapter each hit comes from.")
+@opt("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default="dense",
+     show_default=True, help="dense: the model's vectors; sparse: BM25 word weights; hybrid: "
+     "both, fused by rank.")
 @model_options
 def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, **kw) -> None:
     """Best chunks for QUERY, with book, authors, chapter and score."""
@@ -84,6 +87,11 @@ def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdr
         click.echo(f"{t['books']} books: {t['done']} done, {t['failed']} failed, "
                    f"{t['skipped']} skipped, {t['pending'] + t['in-progress']} pending; "
                    f"{t['chunks']} chunks, {t['tokens']} tokens")
+        v = s.get("vectors")
+        if v:
+            sparse = ", sparse " + ", ".join(v["sparse"]) if v["sparse"] else (
+                ", no sparse vectors (ingest --add-sparse adds them)")
+            click.echo(f"vectors: dense {v['dense']}{sparse}")
         if s["last_run"]:
             lr = s["last_run"]
             if lr["outcome"] == "unfinished":  # killed, or running now: no report yet

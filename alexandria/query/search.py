@@ -27,6 +27,7 @@ class SearchOptions:
     book_key: str | None = None
     chunker: str = "structural"  # picks the default collection, as at ingest
     with_parent: bool = False  # hierarchical: attach each hit's chapter (its parent point)
+    mode: str = "dense"  # dense, sparse (BM25 terms) or hybrid (both, fused by rank)
     manifest: Path | None = None
 
     def location(self) -> Location:
@@ -65,8 +66,10 @@ class Result:
 def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
     """The passages nearest in meaning to `query`, best first, from the collection `opts` names."""
     from alexandria.embedding.embedder import get_embedder
+    from alexandria.store.sparse import check_mode
 
     opts = opts or SearchOptions()
+    mode = check_mode(opts.mode)
     where = opts.location()
     embedder = get_embedder(where.spec, opts.device, opts.dtype)
     store = where.open_store(embedder.dimension)
@@ -76,8 +79,9 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
             "series": opts.series, "book_key": opts.book_key,
         }.items() if v}
         # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
-        hits = store.search(embedder.encode_query(query), opts.top_k, must or None,
-                            must_not={"kind": "parent"})
+        vector = embedder.encode_query(query) if mode != "sparse" else []
+        hits = store.search(vector, opts.top_k, must or None, must_not={"kind": "parent"},
+                            mode=mode, text=query)
         parent_ids = sorted({h.payload["parent_id"] for h in hits if h.payload.get("parent_id")})
         parents = store.get(parent_ids) if opts.with_parent else {}
     finally:

@@ -59,12 +59,14 @@ class EvalOptions:
     top_k: int = 5
     workers: int | None = None
     batch_size: int = 96
+    modes: tuple[str, ...] = ("dense", "sparse", "hybrid")  # search modes scored per chunker
 
 
 @dataclass
 class ChunkerScore:
     chunker: str
     questions: int = 0
+    mode: str = "dense"  # the search mode these numbers are for
     hit_at_1: float = 0.0
     hit_at_k: float = 0.0
     mrr: float = 0.0
@@ -219,14 +221,15 @@ def evaluate(questions: list[Question], opts: EvalOptions,
             scores.append(ChunkerScore(chunker=name, questions=len(questions),
                                        error="not available in this version"))
             continue
-        score, device = _run_chunker(name, questions, books, opts, say)
-        scores.append(score)
+        chunker_scores, device = _run_chunker(name, questions, books, opts, say)
+        scores.extend(chunker_scores)
     return EvalReport(model=opts.model, device=device, top_k=opts.top_k, questions=len(questions),
                       corpus=str(Path(opts.corpus).expanduser()), scores=scores)
 
 
 def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], opts: EvalOptions,
-                 say: Callable[[str], None]) -> tuple[ChunkerScore, str]:
+                 say: Callable[[str], None]) -> tuple[list[ChunkerScore], str]:
+    """One ingest, then every question in each search mode: one score per mode."""
     from alexandria.query.search import SearchOptions, search
     from alexandria.run.ingest import ingest
     from alexandria.run.options import IngestOptions
@@ -247,16 +250,21 @@ def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], o
         path_of = {b["book_key"]: Path(b["path"]).resolve() for b in report.books if b.get("path")}
         say(f"{name}: {report.books_done} books, {report.chunks} chunks in {score.ingest_s:.0f}s; "
             f"searching {len(questions)} questions")
-        # The same search a user runs (hierarchical chapter points are not ranked on their own).
-        t = time.perf_counter()
-        sopts = SearchOptions(model=opts.model, device=opts.device, dtype=opts.dtype,
-                              store=store_dir, collection=report.collection, top_k=opts.top_k)
-        for q in questions:
-            hits = search(q.question, sopts)
-            score.results.append(_judge(q, books[q.book], hits, path_of))
-        score.search_s = round(time.perf_counter() - t, 1)
-    _aggregate(score)
-    return score, report.device or opts.device
+        scores = []
+        for mode in opts.modes:
+            # The same search a user runs (hierarchical chapter points are not ranked on their own).
+            one = dataclasses.replace(score, mode=mode, results=[], by_language={})
+            t = time.perf_counter()
+            sopts = SearchOptions(model=opts.model, device=opts.device, dtype=opts.dtype,
+                                  store=store_dir, collection=report.collection, top_k=opts.top_k,
+                                  mode=mode)
+            for q in questions:
+                hits = search(q.question, sopts)
+                one.results.append(_judge(q, books[q.book], hits, path_of))
+            one.search_s = round(time.perf_counter() - t, 1)
+            _aggregate(one)
+            scores.append(one)
+    return scores, report.device or opts.device
 
 
 def _judge(q: Question, book: Path, hits: list, path_of: dict[str, Path]) -> dict[str, Any]:
@@ -299,29 +307,32 @@ def _aggregate(score: ChunkerScore) -> None:
 def render_table(report: EvalReport) -> str:
     """The numbers a person compares: one row per chunker, then per language."""
     k = report.top_k
-    head = (f"{'chunker':<13}{'hit@1':>7}{f'hit@{k}':>7}{'MRR':>7}{'book@1':>8}{f'book@{k}':>8}"
-            f"{'chunks':>8}{'ingest s':>10}")
+    head = (f"{'chunker':<13}{'mode':<8}{'hit@1':>7}{f'hit@{k}':>7}{'MRR':>7}{'book@1':>8}"
+            f"{f'book@{k}':>8}{'chunks':>8}{'ingest s':>10}")
     lines = [f"{report.questions} questions, model {report.model} on {report.device}, top {k}",
              head, "-" * len(head)]
     for s in report.scores:
         if s.error:
             lines.append(f"{s.chunker:<13}{s.error}")
             continue
-        lines.append(f"{s.chunker:<13}{s.hit_at_1:>7.3f}{s.hit_at_k:>7.3f}{s.mrr:>7.3f}"
+        lines.append(f"{s.chunker:<13}{s.mode:<8}{s.hit_at_1:>7.3f}{s.hit_at_k:>7.3f}{s.mrr:>7.3f}"
                      f"{s.book_hit_at_1:>8.3f}{s.book_hit_at_k:>8.3f}{s.chunks:>8}{s.ingest_s:>10.0f}")
     langs = sorted({lang for s in report.scores for lang in s.by_language})
     if len(langs) > 1:
         lines.append("")
-        lines.append(f"hit@{k} by language: " + "  ".join(
+        lines.append(f"hit@1 / hit@{k} by language: " + "  ".join(
             f"{lang} ({report.scores[0].by_language.get(lang, {}).get('questions', 0)})"
             for lang in langs))
         for s in report.scores:
             if s.error:
                 continue
-            cells = "  ".join(f"{lang} {s.by_language[lang]['hit@k']:.2f}" for lang in langs
+            cells = "  ".join(f"{lang} {s.by_language[lang]['hit@1']:.2f}/"
+                              f"{s.by_language[lang]['hit@k']:.2f}" for lang in langs
                               if lang in s.by_language)
-            lines.append(f"  {s.chunker:<13}{cells}")
+            lines.append(f"  {s.chunker:<13}{s.mode:<8}{cells}")
     for s in report.scores:
+        if s.mode != report.scores[0].mode:  # one ingest per chunker: its failures once
+            continue
         for f in s.books_failed:
             lines.append(f"{s.chunker}: failed {f['book']}: {f['reason']}")
     return "\n".join(lines)
