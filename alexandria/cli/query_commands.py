@@ -31,9 +31,9 @@ from alexandria.cli.output import setup_logging
 @chunker_option
 @opt("--with-parent", is_flag=True, default=False,
      help="hierarchical: also show the chapter each hit comes from.")
-@opt("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default="dense",
-     show_default=True, help="dense: the model's vectors; sparse: BM25 word weights; hybrid: "
-     "both, fused by rank.")
+@opt("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default=None,
+     help="dense: the model's vectors; sparse: BM25 word weights; hybrid: both, fused by rank "
+     "(default: hybrid, or dense on a collection made before sparse vectors).")
 @model_options
 def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, **kw) -> None:
     """Best chunks for QUERY, with book, authors, chapter and score."""

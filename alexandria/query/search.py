@@ -27,7 +27,9 @@ class SearchOptions:
     book_key: str | None = None
     chunker: str = "structural"  # picks the default collection, as at ingest
     with_parent: bool = False  # hierarchical: attach each hit's chapter (its parent point)
-    mode: str = "dense"  # dense, sparse (BM25 terms) or hybrid (both, fused by rank)
+    # dense, sparse (BM25 terms) or hybrid (both, fused by rank); None: hybrid where the collection
+    # has sparse vectors, dense where it was made before them (docs/performance.md: the eval)
+    mode: str | None = None
     manifest: Path | None = None
 
     def location(self) -> Location:
@@ -69,7 +71,7 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
     from alexandria.store.sparse import check_mode
 
     opts = opts or SearchOptions()
-    mode = check_mode(opts.mode)
+    mode = check_mode(opts.mode) if opts.mode else None
     where = opts.location()
     embedder = get_embedder(where.spec, opts.device, opts.dtype)
     store = where.open_store(embedder.dimension)
@@ -79,6 +81,8 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
             "series": opts.series, "book_key": opts.book_key,
         }.items() if v}
         # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
+        if mode is None:
+            mode = "hybrid" if store.vectors()["sparse"] else "dense"
         vector = embedder.encode_query(query) if mode != "sparse" else []
         hits = store.search(vector, opts.top_k, must or None, must_not={"kind": "parent"},
                             mode=mode, text=query)

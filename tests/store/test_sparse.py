@@ -64,6 +64,7 @@ def test_a_new_collection_carries_dense_and_sparse_vectors_and_every_mode_search
     sparse = cli_search(where, "toggling harpoon", "--mode", "sparse")
     hybrid = cli_search(where, "toggling harpoon", "--mode", "hybrid")
     assert sparse[0]["score"] > 1.0 and hybrid[0]["score"] < 0.1
+    assert cli_search(where, "toggling harpoon") == hybrid  # the default where sparse vectors exist
     # a word no chunk holds finds nothing lexically; dense still answers
     assert cli_search(where, "xylophonequartz", "--mode", "sparse") == []
     assert cli_search(where, "xylophonequartz", "--mode", "dense")
@@ -138,7 +139,9 @@ def test_an_old_dense_only_collection_keeps_working_and_add_sparse_fills_it(
     proc = run_cli(*ingest_args(store, "--file", book, *args[2:]))
     assert proc.returncode == 0, proc.stderr
     assert status(args)["vectors"] == {"dense": 384, "sparse": []}
-    assert cli_search(args, "toggling harpoon")[0]["title"] == WHALING  # dense, as before
+    # the default falls back to dense on an old collection, as search was before
+    assert cli_search(args, "toggling harpoon") == cli_search(args, "toggling harpoon", "--mode", "dense")
+    assert cli_search(args, "toggling harpoon")[0]["title"] == WHALING
     proc = run_cli("search", "toggling harpoon", "--model", "minilm", "--device", "cpu",
                    "--mode", "hybrid", *args)
     assert proc.returncode == 2 and "--add-sparse" in proc.stderr and "Traceback" not in proc.stderr
