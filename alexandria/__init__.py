@@ -37,6 +37,7 @@ _API = {
     "export": "alexandria.store.export",
     "ExportReport": "alexandria.store.export",
     "repair": "alexandria.store.repair",
+    "add_sparse": "alexandria.store.sparse_fill",
     "RepairReport": "alexandria.store.repair",
     "Location": "alexandria.store.location",
     "ChunkSettings": "alexandria.chunking.settings",
@@ -64,6 +65,7 @@ __all__ = [
     "ServeOptions",
     "StopRequested",
     "UsageError",
+    "add_sparse",
     "export",
     "ingest",
     "plan",
@@ -103,3 +105,4 @@ if TYPE_CHECKING:
     from alexandria.store.location import Location
     from alexandria.store.lock import LockBusy
     from alexandria.store.repair import RepairReport, repair
+    from alexandria.store.sparse_fill import add_sparse

@@ -67,7 +67,8 @@ class Chunker:
         ids = np.asarray(probe.ids, dtype=np.int32)
         self._special_ids = (ids[: text[0]], ids[text[-1] + 1:])  # [CLS] ... [SEP], <s> ... </s>
         self.max_seq_length = max_seq_length
-        self.reuse = IdReuse(self.tokenizer, json.loads(tokenizer_json).get("pre_tokenizer"))
+        spec = json.loads(tokenizer_json)
+        self.reuse = IdReuse(self.tokenizer, spec.get("pre_tokenizer"), spec.get("normalizer"))
 
     def fit(self, ids: np.ndarray) -> np.ndarray:
         """What the model reads of a tokenized text: over its window, the head and the last
@@ -115,10 +116,27 @@ class Chunker:
             out.append(dataclasses.replace(c, index=len(out), text=text))
         return out
 
+    def prompt_ids(self, prompt: str) -> np.ndarray | None:
+        """The tokens a document prompt puts before a reused chunk's own, or None where the
+        chunk's tokens cannot follow it as they are.
+
+        Only a marker tokenizer (Gemma's) reads a chunk inside a prompt as in its chapter: the
+        prompt ends with a space, which becomes the marker of the chunk's first word, as the space
+        before it did in the chapter; the prompt before that space ends in a character no merge
+        joins to a marker (checked on the vocabulary), so its tokens do not depend on the chunk.
+        """
+        if self.reuse.kind != "marker" or not prompt.endswith(" ") or prompt.endswith("  "):
+            return None
+        head = prompt[:-1]
+        if not head or head[-1].isspace() or head[-1] in self.reuse.joins_marker:
+            return None
+        return np.asarray(self.tokenizer.encode(head, add_special_tokens=False).ids, dtype=np.int32)
+
     def chunk(self, chapters: list[Chapter], reserved: int = 0, keep_ids: bool = True
               ) -> list[Chunk]:
         """reserved: tokens a document prompt (EmbeddingGemma's title) takes from the model's window.
-        keep_ids: set Chunk.ids where they can be reused (not for texts read inside a prompt).
+        keep_ids: set Chunk.ids where they can be reused (with a prompt only where prompt_ids
+        says its tokens can go before them).
 
         One tokenizer pass per chapter (alexandria.split); a chunk's token count is its tokens in
         the chapter plus the special tokens, which is what the model reads when the cut fell on
@@ -169,16 +187,29 @@ class IdReuse:
       its marker and puts the marker before a text's first word too: the token after the cut
       starts with the marker and a character, and the token before it holds no whitespace (a
       newline that the normalizer keeps is a token of its own, so a cut after it is not clean).
+    - a marker normalizer without a pre-tokenizer that splits (Gemma's: spaces become the
+      marker, then BPE runs over the whole text): its merges may in principle cross words, so
+      the vocabulary is read: where no token holds a marker after another character (Gemma
+      262k: one, ">\u2581</"), a cut before a token that starts with the marker is a word
+      boundary, as with Metaspace. Nothing puts a marker before a text's first word, so a chunk
+      reads as in its chapter only after a prompt that ends with a space (prompt_ids); the first
+      chunk of a chapter is tokenized again.
     Any other pre-tokenizer (ByteLevel keeps the space in the next word's token; none at all
     lets a token span words) tokenizes every chunk again.
     """
 
-    def __init__(self, tokenizer: Tokenizer, spec: dict | None) -> None:
+    def __init__(self, tokenizer: Tokenizer, spec: dict | None, normalizer: dict | None = None
+                 ) -> None:
         self.kind = _reuse_kind(spec)
+        marker = "\u2581"
+        if self.kind is None and _marker_normalizer(normalizer, spec):
+            self.kind = "marker"
         self.starts_word: np.ndarray | None = None
         self.ends_word: np.ndarray | None = None
+        self.joins_marker: set[str] = set()  # characters a token joins to a following marker
         if self.kind == "metaspace":
-            marker = _metaspace(spec).get("replacement", "\u2581")  # type: ignore[union-attr]
+            marker = _metaspace(spec).get("replacement", marker)  # type: ignore[union-attr]
+        if self.kind in ("metaspace", "marker"):
             vocab = tokenizer.get_vocab(with_added_tokens=True)
             size = max(vocab.values()) + 1
             self.starts_word = np.zeros(size, dtype=bool)
@@ -188,6 +219,13 @@ class IdReuse:
                                        and token[1] != marker and not token[1].isspace())
                 self.ends_word[i] = (bool(token) and token[-1] != marker
                                      and not token[-1].isspace())
+            if self.kind == "marker":
+                crossing = [t for t in vocab
+                            if any(c == marker and t[j - 1] != marker for j, c in enumerate(t) if j)]
+                self.joins_marker = {t[t.index(marker) - 1] for t in crossing
+                                     if t.index(marker) > 0}
+                if len(crossing) > 16:  # merges that span words: no clean cuts at all
+                    self.kind = None
 
     def __bool__(self) -> bool:
         return self.kind is not None
@@ -197,11 +235,11 @@ class IdReuse:
         n = len(ids)
         clean = np.zeros(n + 1, dtype=bool)
         # the text's own ends: a chunk's text is trimmed, so whitespace there must make no token
-        clean[0] = not text[:1].isspace()
+        clean[0] = not text[:1].isspace() and self.kind != "marker"  # no marker before it alone
         clean[n] = not text[-1:].isspace()
         if n < 2:
             return clean
-        if self.kind == "metaspace":
+        if self.kind in ("metaspace", "marker"):
             clean[1:n] = self.starts_word[ids[1:]] & self.ends_word[ids[:-1]]  # type: ignore[index]
         else:
             starts = np.fromiter((s for s, _ in offsets[1:]), dtype=np.int64, count=n - 1)
@@ -223,6 +261,17 @@ def _metaspace(spec: dict | None) -> dict | None:
                                    for p in parts):
             return found[0]
     return None
+
+
+def _marker_normalizer(normalizer: dict | None, pre_tokenizer: dict | None) -> bool:
+    """Gemma's tokenizer: the normalizer turns every space into the marker, and the pre-tokenizer
+    (if any) splits at spaces, of which the normalizer left none."""
+    if not normalizer or normalizer.get("type") != "Replace":
+        return False
+    if (normalizer.get("pattern") or {}).get("String") != " " or normalizer.get("content") != "\u2581":
+        return False
+    return not pre_tokenizer or (pre_tokenizer.get("type") == "Split"
+                                 and (pre_tokenizer.get("pattern") or {}).get("String") == " ")
 
 
 def _reuse_kind(spec: dict | None) -> str | None:

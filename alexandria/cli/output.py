@@ -174,9 +174,13 @@ def print_results(results, full: bool = False, floor: float | None = None) -> No
     if not results:
         out("No results.")
         return
-    top = results[0].score
+    # Weak matches are judged on cosines (a hybrid hit's from the dense search), never on sparse
+    # or fused scores, which are on other scales.
+    known = [r.similarity for r in results if r.similarity is not None]
+    top = max(known, default=None)
     for i, r in enumerate(results, 1):
-        mark = "  (weak match)" if weak(r.score, top, floor) else ""
+        mark = "  (weak match)" if (top is not None and r.similarity is not None
+                                    and weak(r.similarity, top, floor)) else ""
         out(f"{i}. {r.score:.3f}{mark}  {r.title} — {', '.join(r.authors) or 'unknown'}"
             f"  [{r.chapter or '-'}]")
         out("   " + (" ".join(r.text.split()) if full else passage(r.text)))
@@ -184,5 +188,5 @@ def print_results(results, full: bool = False, floor: float | None = None) -> No
             text = " ".join((r.parent.get("text") or "").split())
             shown = text if full else passage(text)
             out(f"   chapter ({len(text)} characters): {shown}")
-    if floor is not None and top < floor:
+    if floor is not None and top is not None and top < floor:
         out("No passage is a close match: these are only loosely related to the query.")

@@ -34,6 +34,9 @@ from alexandria.cli.output import plural, print_results, setup_logging
 @chunker_option
 @opt("--with-parent", is_flag=True, default=False,
      help="hierarchical: also show the chapter each hit comes from.")
+@opt("--mode", type=click.Choice(["dense", "sparse", "hybrid"]), default=None,
+     help="dense: the model's vectors; sparse: BM25 word weights; hybrid: both, fused by rank "
+     "(default: hybrid, or dense on a collection made before sparse vectors).")
 @model_options
 def search_cmd(query, top_k, as_json, full, author, tag, language, series, manifest, **kw) -> None:
     """Best chunks for QUERY, with book, authors, chapter and score.
@@ -97,6 +100,11 @@ def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdr
         click.echo(f"{plural(t['books'], 'book')}: {t['done']} done, {t['failed']} failed, "
                    f"{t['skipped']} skipped, {t['pending'] + t['in-progress']} pending; "
                    f"{plural(t['chunks'], 'chunk')}, {plural(t['tokens'], 'token')}")
+        v = s.get("vectors")
+        if v:
+            sparse = ", sparse " + ", ".join(v["sparse"]) if v["sparse"] else (
+                ", no sparse vectors (ingest --add-sparse adds them)")
+            click.echo(f"vectors: dense {v['dense']}{sparse}")
         if s["last_run"]:
             lr = s["last_run"]
             if lr["outcome"] == "unfinished":  # killed, or running now: no report yet

@@ -84,9 +84,30 @@ def install_signal_handlers(stop) -> None:
 
 @cli.command("ingest")
 @ingest_options
-def ingest_cmd(**kw) -> None:
+@opt("--add-sparse", is_flag=True, default=False, envvar=None,
+     help="Only add sparse (BM25) vectors to a collection's chunks that lack them, from their "
+          "stored text; nothing is embedded again.")
+def ingest_cmd(add_sparse, **kw) -> None:
     """Extract, chunk, embed and store every book; resumable and incremental."""
+    if add_sparse:
+        sys.exit(guard(run_add_sparse, **kw))
     sys.exit(guard(run_ingest, **kw))
+
+
+def run_add_sparse(**kw) -> int:
+    from alexandria.run.options import IngestOptions
+    from alexandria.store.sparse_fill import add_sparse
+
+    setup_logging(kw.pop("log_dir"), kw.pop("quiet"), sys.stderr.isatty(), kw.pop("log_json"))
+    wait_lock = kw.pop("wait_lock")
+    for key in ("report", "dry_run"):
+        kw.pop(key, None)
+    kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
+    where = IngestOptions(api_key=api_key(), **kw).location()
+    filled = add_sparse(where, wait_lock=wait_lock)
+    click.echo(f"{filled} chunks of collection {where.collection} got sparse vectors "
+               f"({where.where}).")
+    return EXIT_OK
 
 
 @cli.command("plan")

@@ -35,7 +35,10 @@ from alexandria.errors import UsageError
      help="Extraction processes (default: cores-1, at most 4, on the CPU; cores-2, at most 32, on a GPU).")
 @opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
      help="Also write the numbers and every question's result here as JSON.")
-def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, json_file) -> None:
+@opt("--modes", default="dense,sparse,hybrid", show_default=True, envvar=None,
+     help="Comma-separated search modes, each scored on the same ingest.")
+def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, json_file,
+             modes) -> None:
     """Retrieval check: hit@1, hit@k and MRR per chunker for a JSONL question set."""
 
     def run() -> int:
@@ -45,10 +48,16 @@ def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, 
             raise UsageError("Give --corpus DIR: the folder the questions' book paths are relative to.")
         setup_logging(None, quiet=True, to_terminal=False)
         qs = load_questions(questions)
+        from alexandria.store.sparse import check_mode
+
         names = tuple(c.strip().lower() for c in chunkers.split(",") if c.strip())
+        mode_names = tuple(check_mode(m) for m in modes.split(",") if m.strip())
+        if not mode_names:
+            raise UsageError("Give at least one search mode (dense, sparse or hybrid).")
         # the JSON report is written after each chunker, so a crash keeps the finished ones
         opts = EvalOptions(corpus=corpus, chunkers=names, model=model, device=device,
-                           dtype=dtype, top_k=top_k, workers=workers, report_file=json_file)
+                           dtype=dtype, top_k=top_k, workers=workers, modes=mode_names,
+                           report_file=json_file)
         report = evaluate(qs, opts, progress=lambda msg: click.echo(msg, err=True))
         click.echo(render_table(report))
         return EXIT_OK

@@ -12,6 +12,7 @@ from alexandria.errors import UsageError
 from alexandria.store.base import CollectionMissing, Hit, StoreError, VectorStore
 from alexandria.store.catalog import StoredCollection
 from alexandria.store.location import DEFAULT_STORE, Location
+from alexandria.store.sparse import check_mode, prefetch_limit
 
 
 @dataclass
@@ -31,6 +32,9 @@ class SearchOptions:
     book_key: str | None = None
     chunker: str | None = None  # picks the collection, as at ingest; None: any
     with_parent: bool = False  # hierarchical: attach each hit's chapter (its parent point)
+    # dense, sparse (BM25 terms) or hybrid (both, fused by rank); None: hybrid where the collection
+    # has sparse vectors, dense where it was made before them (docs/performance.md: the eval)
+    mode: str | None = None
     manifest: Path | None = None
 
     def location(self) -> Location:
@@ -54,6 +58,10 @@ class Result:
     chunk_index: int | None
     payload: dict[str, Any]
     parent: dict[str, Any] | None = None  # the chapter around a hierarchical hit (--with-parent)
+    mode: str = "dense"  # the search that scored it: only dense scores are cosines
+    # The hit's cosine to the query where known (dense: its score; hybrid: from the dense
+    # prefetch): what says a match is weak, whatever the mode's own score scale.
+    similarity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {
@@ -124,17 +132,27 @@ class Searcher:
             "authors": opts.author, "tags": opts.tag, "language": opts.language,
             "series": opts.series, "book_key": opts.book_key,
         }.items() if v}
-        vector = self.embed(query)
-        embedded = time.perf_counter()
-
-        def run(store: VectorStore) -> tuple[list[Hit], dict[str, dict[str, Any]]]:
-            # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
-            hits = store.search(vector, opts.top_k, must or None, must_not={"kind": "parent"})
-            parent_ids = sorted({h.payload["parent_id"] for h in hits if h.payload.get("parent_id")})
-            return hits, (store.get(parent_ids) if opts.with_parent else {})
-
+        mode = check_mode(opts.mode) if opts.mode else None
         try:
-            hits, parents = self._with_store(run)
+            if mode is None:  # hybrid where the collection has sparse vectors, else dense
+                sparse = self._with_store(lambda store: store.vectors())["sparse"]
+                mode = "hybrid" if sparse else "dense"
+            vector = self.embed(query) if mode != "sparse" else []
+            embedded = time.perf_counter()
+
+            def run(store: VectorStore) -> tuple[list[Hit], dict[str, dict[str, Any]],
+                                                 dict[str, float]]:
+                # Chunks are ranked; hierarchical chapter points come only with --with-parent.
+                hits = store.search(vector, opts.top_k, must or None, must_not={"kind": "parent"},
+                                    mode=mode, text=query)
+                parent_ids = sorted({h.payload["parent_id"] for h in hits
+                                     if h.payload.get("parent_id")})
+                cosines = ({h.id: h.score for h in store.search(
+                    vector, prefetch_limit(opts.top_k), must or None, must_not={"kind": "parent"})}
+                           if mode == "hybrid" else {})
+                return hits, (store.get(parent_ids) if opts.with_parent else {}), cosines
+
+            hits, parents, cosines = self._with_store(run)
         except CollectionMissing:
             if ingest_running(self.opts):  # it is creating the collection: nothing stored yet
                 return []
@@ -152,6 +170,8 @@ class Searcher:
                 chunk_index=h.payload.get("chunk_index"),
                 payload=h.payload,
                 parent=parents.get(h.payload.get("parent_id") or ""),
+                mode=mode,
+                similarity=h.score if mode == "dense" else cosines.get(h.id),
             )
             for h in hits
         ]

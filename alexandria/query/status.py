@@ -7,6 +7,7 @@ from typing import Any
 
 from alexandria.store.location import Location
 from alexandria.store.manifest import Manifest
+from alexandria.store.sparse_fill import collection_vectors
 
 
 def status(where: Location, verify: bool = False, read_only: bool = False) -> dict[str, Any]:
@@ -43,7 +44,7 @@ def status(where: Location, verify: bool = False, read_only: bool = False) -> di
     }
     out: dict[str, Any] = {
         "collection": collection, "manifest": str(mpath), "books": books, "totals": totals,
-        "last_run": _last_run(last),
+        "last_run": _last_run(last), "vectors": collection_vectors(where),
     }
     if verify:
         s = where.open_store() if rows else None

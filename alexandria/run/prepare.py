@@ -220,7 +220,8 @@ def chunk_chapters(out: PreparedBook, chapters: list, chunker: Chunker, template
         if not out.sentences.spans:
             raise BookError("no-text", "no chapter has any text to embed")
         return
-    out.chunks = chunker.chunk(chapters, reserved=reserved, keep_ids=not template)
+    keep_ids = not template or chunker.prompt_ids(document_text(template, title, "")) is not None
+    out.chunks = chunker.chunk(chapters, reserved=reserved, keep_ids=keep_ids)
     if not out.chunks:
         if allow_empty:
             return
@@ -238,17 +239,24 @@ def chunk_inputs(chunker: Chunker, chunks: list[Chunk], template: object, title:
                  ) -> list[np.ndarray]:
     """Model inputs per chunk; a parent's text is cut to a prefix first (the model is cut anyway).
 
-    Without a document prompt, a chunk whose tokens in its chapter are what its text gives alone
-    (Chunk.ids) is not tokenized again; two of them per book are, and compared, so that a
-    tokenizer this reasoning does not fit costs speed, never other vectors.
+    A chunk whose tokens in its chapter are what its text gives alone (Chunk.ids) is not
+    tokenized again (after a document prompt's own tokens where Chunker.prompt_ids allows it);
+    two of them per book are, and compared, so that a tokenizer this reasoning does not fit
+    costs speed, never other vectors.
     """
-    reused = [] if template else [i for i, c in enumerate(chunks) if c.ids is not None]
+    head = None
+    if template:
+        head = chunker.prompt_ids(document_text(template, title, ""))
+    reused = ([] if template and head is None
+              else [i for i, c in enumerate(chunks) if c.ids is not None])
     out: list[np.ndarray | None] = [None] * len(chunks)
     for i in reused:
-        out[i] = chunker.with_specials(chunks[i].ids)
+        ids = chunks[i].ids if head is None else np.concatenate((head, chunks[i].ids))
+        out[i] = chunker.with_specials(ids)
     later = [i for i in reused if chunks[i].char_start > 0]
     checked = {later[len(later) // 2], later[-1]} if later else set()
-    if any(not np.array_equal(out[i], model_inputs(chunker, [chunks[i].text])[0])
+    if any(not np.array_equal(
+            out[i], model_inputs(chunker, [document_text(template, title, chunks[i].text)])[0])
            for i in checked):
         out = [None] * len(chunks)
     for c in chunks:

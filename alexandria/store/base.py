@@ -124,8 +124,18 @@ class VectorStore(ABC):
     @abstractmethod
     def search(
         self, vector: list[float], limit: int, must: dict[str, Any] | None = None,
-        must_not: dict[str, Any] | None = None,
-    ) -> list[Hit]: ...
+        must_not: dict[str, Any] | None = None, mode: str = "dense", text: str | None = None,
+    ) -> list[Hit]:
+        """mode dense: nearest to `vector`; sparse: the BM25 terms of `text`; hybrid: both,
+        fused by reciprocal rank (alexandria.store.sparse)."""
+
+    @abstractmethod
+    def vectors(self) -> dict[str, Any]:
+        """What the collection's points carry: {"dense": size, "sparse": [names]}."""
+
+    @abstractmethod
+    def add_sparse(self) -> int:
+        """Sparse vectors for the chunks that lack them, from their stored text (no embedding)."""
 
     @abstractmethod
     def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:

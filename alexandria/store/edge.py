@@ -24,6 +24,15 @@ from alexandria.store.base import (
     plain_vector,
     short_error,
 )
+from alexandria.store.sparse import (
+    RRF_K,
+    SPARSE,
+    check_mode,
+    no_sparse,
+    prefetch_limit,
+    term_weights,
+    wants_sparse,
+)
 
 
 class EdgeStore(VectorStore):
@@ -37,6 +46,7 @@ class EdgeStore(VectorStore):
         self.path = Path(root).expanduser() / collection
         existing = self.path / "edge_config.json"
         _check_free(self.path)
+        _finish_swap(self.path)
         try:
             if existing.is_file():
                 stored = edge_dimension(existing)
@@ -46,18 +56,14 @@ class EdgeStore(VectorStore):
                         f"vectors but the model makes {dimension}; use another --collection."
                     )
                 self.shard = _load_shard(qe, self.path)
+                self.sparse = SPARSE in edge_vectors(existing)["sparse"]
             elif dimension is None:
                 raise CollectionMissing(collection, f"in {self.path.parent}")
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
-                config = qe.EdgeConfig(
-                    vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
-                )
-                self.shard = qe.EdgeShard.create(str(self.path), config)
-                self.shard.update(
-                    qe.UpdateOperation.create_field_index("book_key", qe.PayloadSchemaType.Keyword)
-                )
-                self.shard.flush()
+                self.shard = _create_shard(qe, self.path, dimension)
+                self.sparse = True
+            _drop_leftovers(self.path)
         except UsageError:
             raise
         except PermissionError as e:
@@ -115,12 +121,18 @@ class EdgeStore(VectorStore):
                 f"the disk holding {self.path} is nearly full ({free / 2**20:.0f} MB free, "
                 f"{want / 2**20:.0f} MB wanted to write safely); free some space")
 
+    def _vector(self, dense: Any, fields: dict[str, Any]) -> Any:
+        """The dense vector alone, or with the chunk's sparse one (collections made with it)."""
+        if not self.sparse or not wants_sparse(fields):
+            return dense
+        return {"": dense, SPARSE: term_weights().document(fields.get("text") or "")}
+
     def upsert(self, points: list[PointData]) -> None:
         qe = self.qe
         self._check_space(sum(4 * len(p.vector) + len(json.dumps(p.payload)) for p in points))
         self._do(
             qe.UpdateOperation.upsert_points(
-                [qe.Point(p.id, p.vector, p.payload) for p in points]
+                [qe.Point(p.id, self._vector(p.vector, p.payload), p.payload) for p in points]
             )
         )
 
@@ -135,7 +147,7 @@ class EdgeStore(VectorStore):
         self._check_space(vectors.nbytes + 4 * text + len(block.fields) * per_point)
         base = block.base
         self._do(qe.UpdateOperation.upsert_points([
-            qe.Point(i, memoryview(row), {**base, **f})
+            qe.Point(i, self._vector(memoryview(row), f), {**base, **f})
             for i, f, row in zip(block.ids(), block.fields, vectors, strict=True)]))
 
     def delete_book(self, book_key: str) -> None:
@@ -180,15 +192,99 @@ class EdgeStore(VectorStore):
             self.qe.UpdateOperation.set_payload_by_filter(self._book_filter(book_key), payload)
         )
 
-    def search(self, vector, limit, must=None, must_not=None) -> list[Hit]:
+    def search(self, vector, limit, must=None, must_not=None, mode="dense", text=None) -> list[Hit]:
+        """dense: nearest vectors; sparse: BM25 terms of `text` (IDF from the collection);
+        hybrid: both, fused by reciprocal rank in one query."""
         qe = self.qe
-        request = qe.QueryRequest(
-            limit=limit,
-            query=qe.Query.Nearest(list(vector)),
-            with_payload=True,
-            filter=self._filter(must, must_not),
-        )
+        mode = check_mode(mode)
+        flt = self._filter(must, must_not)
+        if mode != "dense" and not self.sparse:
+            raise UsageError(no_sparse(self.collection, f"in {self.path.parent}"))
+        dense = qe.Query.Nearest(list(vector)) if mode != "sparse" else None
+        sparse = (qe.Query.Nearest(term_weights().query(text or ""), using=SPARSE)
+                  if mode != "dense" else None)
+        if mode == "hybrid":
+            n = prefetch_limit(limit)
+            request = qe.QueryRequest(
+                limit=limit, with_payload=True, filter=flt, query=qe.Fusion.Rrf(k=RRF_K),
+                prefetches=[qe.Prefetch(limit=n, query=dense, filter=flt),
+                            qe.Prefetch(limit=n, query=sparse, filter=flt)])
+        else:
+            request = qe.QueryRequest(limit=limit, query=dense or sparse, with_payload=True,
+                                      filter=flt)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
+
+    def vectors(self) -> dict[str, Any]:
+        """What each point of the collection can carry: {"dense": size, "sparse": [names]}."""
+        return edge_vectors(self.path / "edge_config.json")
+
+    def add_sparse(self, batch: int = 512) -> int:
+        """Give every chunk its sparse vector from its stored text, without re-embedding; the
+        number of points that got one.
+
+        A collection made before sparse vectors existed cannot gain a vector kind in place (Edge
+        checks a shard's vectors against its segments), so it is copied into a new shard beside it
+        with both kinds, dense vectors as stored, and the two folders swapped; a kill before the
+        swap leaves the old shard as it was (the copy is removed on the next open)."""
+        qe = self.qe
+        if self.sparse:
+            return self._fill_missing(batch)
+        build = self.path.with_name(self.path.name + BUILD)
+        if build.exists():
+            shutil.rmtree(build)
+        build.mkdir(parents=True)
+        dimension = edge_vectors(self.path / "edge_config.json")["dense"]
+        new = _create_shard(qe, build, dimension)
+        filled, offset = 0, None
+        try:
+            while True:
+                records, offset = self.shard.scroll(qe.ScrollRequest(
+                    offset=offset, limit=batch, with_payload=True, with_vector=True))
+                points = []
+                for r in records:
+                    payload = dict(r.payload or {})
+                    dense = plain_vector(r.vector)
+                    filled += wants_sparse(payload)
+                    self.sparse = True  # _vector adds the sparse one
+                    try:
+                        points.append(qe.Point(r.id, self._vector(dense, payload), payload))
+                    finally:
+                        self.sparse = False
+                if points:
+                    new.update(qe.UpdateOperation.upsert_points(points))
+                if offset is None:
+                    break
+            new.flush()
+        finally:
+            new.close()
+        self.shard.close()
+        old = self.path.with_name(self.path.name + OLD)
+        os.rename(self.path, old)
+        os.rename(build, self.path)  # the swap: from here on the new shard is the collection
+        shutil.rmtree(old)
+        self.shard = _load_shard(qe, self.path)
+        self.sparse = True
+        return filled
+
+    def _fill_missing(self, batch: int) -> int:
+        """A collection with sparse vectors: add them to the chunks that have none (update)."""
+        qe, filled, offset = self.qe, 0, None
+        while True:
+            records, offset = self.shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=batch, with_payload=True, with_vector=[SPARSE]))
+            todo = []
+            for r in records:
+                payload = dict(r.payload or {})
+                has = isinstance(r.vector, dict) and SPARSE in r.vector
+                if not has and wants_sparse(payload):
+                    todo.append(qe.PointVectors(
+                        r.id, {SPARSE: term_weights().document(payload.get("text") or "")}))
+            if todo:
+                self._do(qe.UpdateOperation.update_vectors(todo))
+                filled += len(todo)
+            if offset is None:
+                self.flush()
+                return filled
 
     def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:
@@ -207,6 +303,37 @@ class EdgeStore(VectorStore):
             shard.close()
 
 
+BUILD = ".sparse-build"  # beside DIR/<collection>: the copy add_sparse makes
+OLD = ".before-sparse"  # the old shard between the two renames of the swap
+
+
+def _create_shard(qe, path: Path, dimension: int):
+    """A new shard: the unnamed dense vector (cosine), the sparse one (IDF), a book_key index."""
+    config = qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
+        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+    )
+    shard = qe.EdgeShard.create(str(path), config)
+    shard.update(qe.UpdateOperation.create_field_index("book_key", qe.PayloadSchemaType.Keyword))
+    shard.flush()
+    return shard
+
+
+def _finish_swap(path: Path) -> None:
+    """A kill between add_sparse's two renames left the old shard moved aside: put it back."""
+    old = path.with_name(path.name + OLD)
+    if old.exists() and not path.exists():
+        os.rename(old, path)
+
+
+def _drop_leftovers(path: Path) -> None:
+    """With the shard's lock held (no add_sparse runs on it): an unfinished copy, or the old
+    shard of a finished swap, is removed."""
+    for leftover in (path.with_name(path.name + BUILD), path.with_name(path.name + OLD)):
+        if leftover.exists():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def _load_shard(qe, path: Path, wait_s: float = 10.0):
     """A killed run's store process may still be finishing its last write: wait for its lock."""
     deadline = time.monotonic() + wait_s
@@ -217,6 +344,17 @@ def _load_shard(qe, path: Path, wait_s: float = 10.0):
             if "WouldBlock" not in str(e) or time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def edge_vectors(config_file: Path) -> dict[str, Any]:
+    """The vectors an Edge collection holds, from its config file (no shard opened):
+    {"dense": size or None, "sparse": [names]}."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return {"dense": None, "sparse": []}
+    return {"dense": edge_dimension(config_file),
+            "sparse": sorted((config.get("sparse_vectors") or {}).keys())}
 
 
 def edge_dimension(config_file: Path) -> int | None:

@@ -51,7 +51,7 @@ from alexandria.store.edge import EdgeStore, edge_dimension
 log = logging.getLogger("alexandria")
 
 GRACE_S = 1.5  # how long the owner waits for a next client after its last one left
-WRITES = frozenset({"upsert", "upsert_block", "delete_book", "set_book_payload"})
+WRITES = frozenset({"upsert", "upsert_block", "delete_book", "set_book_payload", "add_sparse"})
 
 
 def address(shard: Path) -> str:

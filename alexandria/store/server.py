@@ -20,9 +20,19 @@ from alexandria.store.base import (
     plain_vector,
     short_error,
 )
+from alexandria.store.sparse import (
+    RRF_K,
+    SPARSE,
+    check_mode,
+    no_sparse,
+    prefetch_limit,
+    term_weights,
+    wants_sparse,
+)
 
 log = logging.getLogger("alexandria")
 
+BUILD = "-sparse-build"  # the collection add_sparse copies through
 DEFAULT_HNSW_M = 16  # Qdrant's default graph degree, restored after a bulk load
 
 
@@ -79,24 +89,34 @@ class ServerStore(VectorStore):
                 )
             hnsw = getattr(info.config, "hnsw_config", None)
             self.bulk = getattr(hnsw, "m", None) == 0  # an earlier bulk load never finished
+            self.sparse = SPARSE in (info.config.params.sparse_vectors or {})
+            self.dimension = stored
         elif dimension is None:
             raise CollectionMissing(collection, f"on {where}")
         else:
-            # Bulk load: a first full ingest builds no HNSW graph while it writes (m=0); finish()
-            # restores the graph once, at the end, instead of rebuilding it segment by segment.
-            self._call(
-                self.client.create_collection,
-                collection,
-                vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
-                hnsw_config=models.HnswConfigDiff(m=0) if bulk_load else None,
-            )
+            self._create(collection, dimension, bulk_load)
             self.bulk = bulk_load
-            with warnings.catch_warnings():  # local mode says payload indexes do nothing there
-                warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-                self._call(
-                    self.client.create_payload_index, collection, "book_key",
-                    models.PayloadSchemaType.KEYWORD,
-                )
+            self.sparse = True
+            self.dimension = dimension
+
+    def _create(self, collection: str, dimension: int, bulk_load: bool) -> None:
+        """The dense vector unnamed (as before sparse vectors), the sparse one with Qdrant's IDF."""
+        models = self.models
+        # Bulk load: a first full ingest builds no HNSW graph while it writes (m=0); finish()
+        # restores the graph once, at the end, instead of rebuilding it segment by segment.
+        self._call(
+            self.client.create_collection,
+            collection,
+            vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            hnsw_config=models.HnswConfigDiff(m=0) if bulk_load else None,
+        )
+        with warnings.catch_warnings():  # local mode says payload indexes do nothing there
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            self._call(
+                self.client.create_payload_index, collection, "book_key",
+                models.PayloadSchemaType.KEYWORD,
+            )
 
     @staticmethod
     def _make_client(url, api_key, path, timeout, prefer_grpc):
@@ -163,10 +183,18 @@ class ServerStore(VectorStore):
                             policy.retries, delay)
                 time.sleep(delay)
 
-    def upsert(self, points: list[PointData]) -> None:
+    def _vector(self, dense: Any, payload: dict[str, Any]) -> Any:
+        if not self.sparse or not wants_sparse(payload):
+            return dense
+        terms = term_weights().document(payload.get("text") or "")
+        return {"": dense, SPARSE: self.models.SparseVector(indices=list(terms.indices),
+                                                            values=list(terms.values))}
+
+    def upsert(self, points: list[PointData], collection: str | None = None) -> None:
         m = self.models
-        structs = [m.PointStruct(id=p.id, vector=p.vector, payload=p.payload) for p in points]
-        self._call(self.client.upsert, self.collection, points=structs, wait=True)
+        structs = [m.PointStruct(id=p.id, vector=self._vector(p.vector, p.payload), payload=p.payload)
+                   for p in points]
+        self._call(self.client.upsert, collection or self.collection, points=structs, wait=True)
 
     def delete_book(self, book_key: str) -> None:
         selector = self.models.FilterSelector(filter=self._book_filter(book_key))
@@ -229,16 +257,92 @@ class ServerStore(VectorStore):
             self.client.set_payload, self.collection, payload=payload, points=selector, wait=True
         )
 
-    def search(self, vector, limit, must=None, must_not=None) -> list[Hit]:
-        response = self._call(
-            self.client.query_points,
-            self.collection,
-            query=list(vector),
-            limit=limit,
-            with_payload=True,
-            query_filter=self._filter(must, must_not),
-        )
+    def search(self, vector, limit, must=None, must_not=None, mode="dense", text=None) -> list[Hit]:
+        """dense: nearest vectors; sparse: BM25 terms of `text` (IDF from the collection);
+        hybrid: both, fused by reciprocal rank in one query."""
+        m = self.models
+        mode = check_mode(mode)
+        if mode != "dense" and not self.sparse:
+            raise UsageError(no_sparse(self.collection, f"on {self.where}"))
+        flt = self._filter(must, must_not)
+        terms = term_weights().query(text or "") if mode != "dense" else None
+        sparse = (m.SparseVector(indices=list(terms.indices), values=list(terms.values))
+                  if terms is not None else None)
+        if mode == "hybrid":
+            n = prefetch_limit(limit)
+            kw: dict[str, Any] = dict(
+                prefetch=[m.Prefetch(query=list(vector), limit=n, filter=flt),
+                          m.Prefetch(query=sparse, using=SPARSE, limit=n, filter=flt)],
+                query=m.RrfQuery(rrf=m.Rrf(k=RRF_K)))
+        elif mode == "sparse":
+            kw = dict(query=sparse, using=SPARSE)
+        else:
+            kw = dict(query=list(vector))
+        response = self._call(self.client.query_points, self.collection, limit=limit,
+                              with_payload=True, query_filter=flt, **kw)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def vectors(self) -> dict[str, Any]:
+        info = self._call(self.client.get_collection, self.collection)
+        return {"dense": getattr(info.config.params.vectors, "size", None),
+                "sparse": sorted((info.config.params.sparse_vectors or {}).keys())}
+
+    def add_sparse(self, batch: int = 256) -> int:
+        """Give every chunk its sparse vector from its stored text, without re-embedding; the
+        number of points that got one.
+
+        A server cannot add a vector kind to a collection, so one made before sparse vectors
+        existed is copied into a build collection with both kinds, then recreated under its own
+        name and copied back (the build collection is dropped): the collection keeps its name
+        and its dense vectors as stored. A collection with sparse vectors gets them where
+        missing (update_vectors)."""
+        if self.sparse:
+            return self._fill_missing(batch)
+        build = f"{self.collection}{BUILD}"
+        if self._call(self.client.collection_exists, build):
+            self._call(self.client.delete_collection, build)
+        dimension = self.vectors()["dense"]
+        self._create(build, dimension, bulk_load=False)
+        self.sparse = True
+        filled = self._copy(self.collection, build, batch)
+        self._call(self.client.delete_collection, self.collection)
+        self._create(self.collection, dimension, bulk_load=False)
+        self._copy(build, self.collection, batch)
+        self._call(self.client.delete_collection, build)
+        return filled
+
+    def _copy(self, source: str, target: str, batch: int) -> int:
+        """Every point of `source` into `target`, with its sparse vector: the chunks that got one."""
+        filled, offset = 0, None
+        while True:
+            records, offset = self._call(self.client.scroll, source, limit=batch, offset=offset,
+                                         with_payload=True, with_vectors=[""])
+            points = [PointData(str(r.id), plain_vector(r.vector), dict(r.payload or {}))
+                      for r in records]
+            if points:
+                self.upsert(points, collection=target)
+                filled += sum(wants_sparse(p.payload) for p in points)
+            if offset is None:
+                return filled
+
+    def _fill_missing(self, batch: int) -> int:
+        m, filled, offset = self.models, 0, None
+        while True:
+            records, offset = self._call(self.client.scroll, self.collection, limit=batch,
+                                         offset=offset, with_payload=True, with_vectors=[SPARSE])
+            todo = []
+            for r in records:
+                payload = dict(r.payload or {})
+                has = isinstance(r.vector, dict) and SPARSE in r.vector
+                if not has and wants_sparse(payload):
+                    terms = term_weights().document(payload.get("text") or "")
+                    todo.append(m.PointVectors(id=r.id, vector={SPARSE: m.SparseVector(
+                        indices=list(terms.indices), values=list(terms.values))}))
+            if todo:
+                self._call(self.client.update_vectors, self.collection, points=todo, wait=True)
+                filled += len(todo)
+            if offset is None:
+                return filled
 
     def get(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         if not ids:

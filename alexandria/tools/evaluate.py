@@ -439,6 +439,8 @@ def render_table(report: EvalReport) -> str:
                 lines.append(f"{name:<24}{row['hit@1']:>7.3f}{row['hit@k']:>7.3f}{row['mrr']:>7.3f}"
                              f"{row['book_hit@k']:>8.3f}")
     for s in report.scores:
+        if s.mode != report.scores[0].mode:  # one ingest per chunker: its failures once
+            continue
         for f in s.books_failed:
             lines.append(f"{_label(s)}: failed {f['book']}: {f['reason']}")
     lines += [f"warning: {w}" for w in report.warnings]

@@ -103,13 +103,17 @@ def test_small_real_eval_scores_sanely(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "hit@5" in proc.stdout and "structural" in proc.stdout
     report = json.loads(report_file.read_text(encoding="utf-8"))
-    (score,) = report["scores"]
-    assert score["chunker"] == "structural" and score["questions"] == len(small)
-    assert score["chunks"] > 0 and not score["books_failed"]
-    assert 0 < score["hit@5"] <= score["book_hit@5"] <= 1
-    assert score["hit@1"] <= score["hit@5"] and 0 < score["mrr"] <= 1
-    english = [r for r in score["results"] if r["language"] == "en"]
-    assert english and any(r["rank"] for r in english)
+    # one ingest, scored in each search mode
+    assert [s["mode"] for s in report["scores"]] == ["dense", "sparse", "hybrid"]
+    assert "hybrid" in proc.stdout
+    for score in report["scores"]:
+        assert score["chunker"] == "structural" and score["questions"] == len(small)
+        assert score["chunks"] > 0 and not score["books_failed"]
+        assert 0 < score["hit@5"] <= score["book_hit@5"] <= 1
+        assert score["hit@1"] <= score["hit@5"] and 0 < score["mrr"] <= 1
+        english = [r for r in score["results"] if r["language"] == "en"]
+        assert english and any(r["rank"] for r in english)
+
 
 
 def test_a_question_whose_chapter_holds_most_of_its_book_is_flagged(tmp_path: Path) -> None:

@@ -60,7 +60,9 @@ def test_export_into_an_injected_local_client(ingested):
     for r in records:
         src = source[str(r.id)]  # the same point id
         assert r.payload == src.payload
-        assert max(abs(a - b) for a, b in zip(r.vector, src.vector, strict=True)) < 1e-6
+        # the copy carries the dense vector as stored, and a sparse one made from the chunk's text
+        assert set(r.vector) == {"", "bm25"} and r.vector["bm25"].indices
+        assert max(abs(a - b) for a, b in zip(r.vector[""], src.vector, strict=True)) < 1e-6
     # Search gives the same nearest point on both sides.
     probe = next(iter(source.values()))
     hit = client.query_points(COLLECTION, query=probe.vector, limit=1).points[0]
