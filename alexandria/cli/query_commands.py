@@ -17,6 +17,7 @@ from alexandria.cli.common import (
     model_options,
     opt,
 )
+from alexandria.cli.embed_options import embed_key, search_embed_options
 from alexandria.cli.output import setup_logging
 
 
@@ -32,6 +33,7 @@ from alexandria.cli.output import setup_logging
 @opt("--with-parent", is_flag=True, default=False,
      help="hierarchical: also show the chapter each hit comes from.")
 @model_options
+@search_embed_options
 def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, **kw) -> None:
     """Best chunks for QUERY, with book, authors, chapter and score."""
 
@@ -39,7 +41,7 @@ def search_cmd(query, top_k, as_json, author, tag, language, series, manifest, *
         from alexandria.query.search import SearchOptions, search
 
         opts = SearchOptions(top_k=top_k, author=author, tag=tag, language=language,
-                             series=series, api_key=api_key(), **kw)
+                             series=series, api_key=api_key(), embed_key=embed_key(), **kw)
         results = search(query, opts)
         if as_json:
             click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))

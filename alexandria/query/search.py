@@ -28,6 +28,11 @@ class SearchOptions:
     chunker: str = "structural"  # picks the default collection, as at ingest
     with_parent: bool = False  # hierarchical: attach each hit's chapter (its parent point)
     manifest: Path | None = None
+    # Embedding servers (alexandria.embedding.remote): a machine with no model weights can search
+    embed_urls: tuple[str, ...] = ()
+    embed_api: str = "auto"
+    embed_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
+    embed_timeout: float = 60.0
 
     def location(self) -> Location:
         return Location.of(self.model, store=self.store, url=self.qdrant_url, api_key=self.api_key,
@@ -68,15 +73,26 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
 
     opts = opts or SearchOptions()
     where = opts.location()
-    embedder = get_embedder(where.spec, opts.device, opts.dtype)
-    store = where.open_store(embedder.dimension)
+    if opts.embed_urls:
+        from alexandria.embedding.remote import connect
+
+        remote = connect(where.spec, opts.embed_urls, opts.embed_api, opts.embed_key,
+                         opts.embed_timeout, retry_budget_s=opts.embed_timeout)
+        try:
+            dimension, vector = remote.dimension, remote.encode_query(query)
+        finally:
+            remote.close()
+    else:
+        embedder = get_embedder(where.spec, opts.device, opts.dtype)
+        dimension, vector = embedder.dimension, embedder.encode_query(query)
+    store = where.open_store(dimension)
     try:
         must = {k: v for k, v in {
             "authors": opts.author, "tags": opts.tag, "language": opts.language,
             "series": opts.series, "book_key": opts.book_key,
         }.items() if v}
         # Chunks are ranked; hierarchical chapter points only come along with --with-parent.
-        hits = store.search(embedder.encode_query(query), opts.top_k, must or None,
+        hits = store.search(vector, opts.top_k, must or None,
                             must_not={"kind": "parent"})
         parent_ids = sorted({h.payload["parent_id"] for h in hits if h.payload.get("parent_id")})
         parents = store.get(parent_ids) if opts.with_parent else {}

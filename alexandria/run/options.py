@@ -80,6 +80,14 @@ class IngestOptions:
     chunker: str = "structural"  # structural, semantic or hierarchical (alexandria.chunking)
     threshold: float | None = None  # semantic: similarity below which to break; None = auto
     min_tokens: int = DEFAULT_MIN_TOKENS  # semantic: no topic break in a chunk shorter than this
+    # Embedding servers (alexandria.embedding.remote) instead of the model in this process
+    embed_urls: tuple[str, ...] = ()
+    embed_api: str = "auto"  # tei, openai, or auto (from each URL's route)
+    embed_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
+    embed_timeout: float = 60.0  # seconds per request
+    embed_retry_budget: float = 300.0  # seconds a batch may find no endpoint before the run fails
+    embed_batch: int | None = None  # texts per request (default 32; per URL: #batch=N)
+    embed_concurrency: int | None = None  # requests in flight per endpoint (default 4)
 
     def chunk_settings(self) -> ChunkSettings:
         return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap,
@@ -101,6 +109,9 @@ class IngestOptions:
         check_chunk_options(self)
         if self.compile not in ("auto", "on", "off"):
             raise UsageError(f"--compile must be auto, on or off, not {self.compile!r}.")
+        if self.embed_urls and self.chunker == "semantic":
+            raise UsageError("--chunker semantic embeds sentences in this process; with --embed-url "
+                             "use structural or hierarchical.")
 
 
 def default_token_budget(opts: IngestOptions, max_seq_length: int, device: str) -> int:
