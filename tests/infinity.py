@@ -89,6 +89,12 @@ class Infinity:
         raise RuntimeError(f"{self.name} did not start within {timeout:.0f} s: "
                            + self.log.read_text()[-2000:])
 
+    def answered(self) -> int:
+        """Embedding requests answered so far (uvicorn's access log, one line per answer)."""
+        if not self.log.is_file():
+            return 0
+        return self.log.read_text(errors="replace").count('/embeddings HTTP/1.1" 200')
+
     def kill(self) -> None:
         """SIGKILL, as a crashed GPU box: no goodbye to its clients."""
         if self.proc is not None and self.proc.poll() is None:

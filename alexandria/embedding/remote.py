@@ -72,6 +72,7 @@ class Endpoint:
     requests: int = 0
     rows: int = 0
     served_model: str | None = None
+    last_error: str = ""
 
     @property
     def name(self) -> str:
@@ -205,6 +206,7 @@ class RemoteEmbedder:
     _pool: ThreadPoolExecutor | None = field(default=None, repr=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _closed: bool = False
+    _closing: threading.Event = field(default_factory=threading.Event, repr=False)
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -266,6 +268,7 @@ class RemoteEmbedder:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+        self._closing.set()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
@@ -374,7 +377,6 @@ class RemoteEmbedder:
         e: Endpoint | None = first
         started = time.monotonic()
         wait = BACKOFF_S[0]
-        last: dict[str, str] = {}
         while True:
             if e is None:
                 e = self._acquire_for_retry()
@@ -382,28 +384,32 @@ class RemoteEmbedder:
                 vectors = self._request(e, texts)
             except EndpointError as err:
                 self._failed(e, err)
-                last[e.name] = str(err)
+                if self._closed:  # the run is over (failed or stopped): nobody waits for this batch
+                    raise RunFailure("the embedding servers were closed") from None
                 if not err.transient:
                     raise RunFailure(
                         f"The embedding server {e.name} answered a batch of {len(texts)} texts "
                         f"with {err}; nothing of it was stored, books already done are kept."
                     ) from None
                 if time.monotonic() - started > self.retry_budget_s:
-                    names = ", ".join(f"{n} ({why})" for n, why in last.items())
+                    with self._cond:
+                        names = ", ".join(f"{x.name} ({x.last_error or 'no answer'})"
+                                          for x in self.endpoints)
                     raise RunFailure(
                         f"No embedding server answered for {self.retry_budget_s:g} s: {names}; "
                         "books already done are kept and the next run resumes.") from None
                 e = None
-                time.sleep(wait if not self._any_up() else min(wait, 0.05))
+                with self._cond:
+                    pause = wait if not self._any_up_locked() else min(wait, 0.05)
+                self._closing.wait(pause)  # close() cuts the backoff short
                 wait = min(wait * 2, BACKOFF_S[1])
                 continue
             self._succeeded(e, len(texts))
             return vectors
 
-    def _any_up(self) -> bool:
+    def _any_up_locked(self) -> bool:
         now = time.monotonic()
-        with self._cond:
-            return any(e.up(now) for e in self.endpoints)
+        return any(e.up(now) for e in self.endpoints)
 
     def _acquire_for_retry(self) -> Endpoint:
         """A retry takes the least-loaded endpoint that is up (over its limit if need be: the
@@ -418,6 +424,7 @@ class RemoteEmbedder:
     def _failed(self, e: Endpoint, err: EndpointError) -> None:
         with self._cond:
             e.in_flight -= 1
+            e.last_error = str(err)
             e.failures += 1
             e.successes = 0
             if err.slow_down and e.limit > 1:

@@ -129,3 +129,32 @@ def test_the_key_is_sent_as_a_bearer_token_and_never_shown():
             assert key not in repr(remote) and key not in str(remote.stats())
         finally:
             remote.close()
+
+
+def test_the_command_refuses_a_server_of_another_dimension_in_one_sentence(small_library, tmp_path):
+    from tests.conftest import ingest_args, run_cli
+
+    with TinyServer(Behaviour(dimension=768)) as server:
+        proc = run_cli(*ingest_args(tmp_path / "store", "--directory", small_library,
+                                    "--embed-url", server.url + "/v1/embeddings"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"Error: The embedding server {server.url}/v1/embeddings makes 768-dimensional vectors but "
+        "model 'minilm' makes 384: it serves another model.")
+    assert not (tmp_path / "store" / "alexandria_minilm").exists()
+
+
+@pytest.mark.slow
+def test_a_batch_answered_with_too_many_vectors_stops_the_run_and_is_never_stored(
+        small_library, tmp_path):
+    from tests.conftest import ingest_args, run_cli, status_json
+
+    with TinyServer(Behaviour(extra_vectors=1, after_ok=3)) as server:
+        proc = run_cli(*ingest_args(tmp_path / "store", "--directory", small_library,
+                                    "--embed-url", server.url + "/embeddings", "--embed-batch", "4",
+                                    "--embed-concurrency", "1"))
+    assert proc.returncode == 74, proc.stderr
+    assert "answered a batch of 4 texts with 5 vectors for 4 texts" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    status = status_json(tmp_path / "store")
+    assert status["totals"]["done"] == 0 and status["mismatches"] == 0

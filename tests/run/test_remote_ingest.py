@@ -35,14 +35,14 @@ def servers(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def library(tmp_path_factory, small_epubs) -> Path:
-    """The four small books and three more copies of the anthology, so a run lasts long enough
-    for a server to be killed in the middle of it."""
+    """The four small books and two more copies of the anthology (~36k tokens), so a run lasts
+    long enough for a server to be killed in the middle of it."""
     from alexandria.tools.bench.corpus import copy_epub
 
     lib = tmp_path_factory.mktemp("remote-library")
     for src in small_epubs:
         shutil.copy2(src, lib / src.name)
-    for i in range(3):
+    for i in range(2):
         copy_epub(small_epubs[0], lib / f"{small_epubs[0].stem} (copy {i}).epub", 2000 + i)
     return lib
 
@@ -80,13 +80,23 @@ def assert_key_never_shown(*texts: str, folders: tuple[Path, ...] = ()) -> None:
                 assert KEY.encode() not in f.read_bytes(), f
 
 
-def test_vectors_from_one_server_are_the_models_own(servers, library, tmp_path, embedder):
-    a, b = servers
-    store = tmp_path / "store"
-    proc = run_cli(*remote_args(store, library, a.url), env=env())
+BOOKS = 6
+
+
+@pytest.fixture(scope="module")
+def clean(servers, library, tmp_path_factory) -> dict:
+    """The library ingested on server A alone: what every other run must store."""
+    store = tmp_path_factory.mktemp("clean") / "store"
+    proc = run_cli(*remote_args(store, library, servers[0].url), env=env())
     assert proc.returncode == 0, proc.stderr
+    return {"store": store, "proc": proc}
+
+
+def test_vectors_from_one_server_are_the_models_own(servers, clean, embedder):
+    a, b = servers
+    store, proc = clean["store"], clean["proc"]
     report = report_of(store)
-    assert report["books_done"] == 7 and report["device"] == f"remote: {a.url}"
+    assert report["books_done"] == BOOKS and report["device"] == f"remote: {a.url}"
     stored = points(store)
     assert len(stored) == report["chunks"]
     texts = [t for t, _ in stored.values()]
@@ -94,7 +104,7 @@ def test_vectors_from_one_server_are_the_models_own(servers, library, tmp_path, 
     remote = np.stack([v for _, v in stored.values()])
     cosines = np.sum(local * remote, axis=1)
     assert cosines.min() >= 0.999, cosines.min()
-    assert_key_never_shown(proc.stdout, proc.stderr, folders=(tmp_path,))
+    assert_key_never_shown(proc.stdout, proc.stderr, folders=(store.parent,))
 
 
 def test_two_servers_both_receive_work_and_a_key_reaches_the_one_that_wants_it(
@@ -119,10 +129,9 @@ def test_without_the_key_the_server_that_wants_one_is_refused_at_start(servers, 
     assert "Traceback" not in proc.stderr
 
 
-def test_search_with_embed_url_needs_no_model_weights(servers, library, tmp_path):
+def test_search_with_embed_url_needs_no_model_weights(servers, clean):
     a, _ = servers
-    store = tmp_path / "store"
-    assert run_cli(*remote_args(store, library, a.url), env=env()).returncode == 0
+    store = clean["store"]
     local = run_cli("search", "whales and whaling ships", "--json", "--model", "minilm",
                     "--device", "cpu", "--store", store)
     remote = run_cli("search", "whales and whaling ships", "--json", "--model", "minilm",
@@ -142,27 +151,27 @@ def start_run(store: Path, library: Path, *urls: str, more: tuple = ()) -> subpr
                             stderr=subprocess.PIPE, text=True)
 
 
-def wait_for_first_book(store: Path, proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Until the run has written a book (the log says `done`): the run is in its middle."""
+def wait_for_answers(server: Infinity, proc: subprocess.Popen, answers: int = 3,
+                     timeout: float = 300) -> None:
+    """Until `server` has answered this many batches of the run (its access log, written after
+    each answer, says so): the run is in its middle."""
+    before = server.answered()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()
-        logs = list((store.parent / "logs").glob("*.log"))
-        if logs and any(" done " in f.read_text(errors="replace") for f in logs):
+        if server.answered() - before >= answers + 1:  # the probe is one of them
             return
-        time.sleep(0.1)
-    raise AssertionError("the run wrote no book")
+        time.sleep(0.05)
+    raise AssertionError(f"{server.name} answered no batch of the run")
 
 
 def test_a_server_killed_mid_run_leaves_the_run_to_the_other_with_exactly_the_points(
-        servers, library, tmp_path):
+        servers, library, clean, tmp_path):
     a, b = servers
-    clean = tmp_path / "clean" / "store"
-    assert run_cli(*remote_args(clean, library, a.url), env=env()).returncode == 0
-    store = tmp_path / "killed" / "store"
+    store = tmp_path / "store"
     run = start_run(store, library, a.url, b.url, more=("--embed-batch", "4"))
     try:
-        wait_for_first_book(store, run)
+        wait_for_answers(b, run)
         b.kill()
         out, err = run.communicate(timeout=900)
     finally:
@@ -174,7 +183,7 @@ def test_a_server_killed_mid_run_leaves_the_run_to_the_other_with_exactly_the_po
     assert counts[b.url]["rows"] > 0 and counts[a.url]["rows"] > 0
     assert f"embedding server {b.url} taken out" in err
     assert status_json(store)["mismatches"] == 0
-    stored, expected = points(store), points(clean)
+    stored, expected = points(store), points(clean["store"])
     assert stored.keys() == expected.keys()
     assert all(float(np.dot(stored[k][1], expected[k][1])) > 0.999 for k in expected)
 
@@ -186,7 +195,7 @@ def test_every_server_killed_is_exit_74_naming_them_and_the_next_run_completes(
     run = start_run(store, library, a.url, b.url,
                     more=("--embed-batch", "4", "--embed-retry-budget", "5"))
     try:
-        wait_for_first_book(store, run)
+        wait_for_answers(a, run)
         a.kill()
         b.kill()
         out, err = run.communicate(timeout=600)
@@ -198,11 +207,34 @@ def test_every_server_killed_is_exit_74_naming_them_and_the_next_run_completes(
         assert "No embedding server answered for 5 s" in err
         assert a.url in err and b.url in err and "Traceback" not in err
         done_before = status_json(store, verify=False)["totals"]["done"]
-        assert 0 < done_before < 7
+        assert done_before < BOOKS
     finally:
         start_all([a, b])
     again = run_cli(*remote_args(store, library, a.url, b.url), env=env())
     assert again.returncode == 0, again.stderr
     after = status_json(store)
-    assert after["mismatches"] == 0 and after["totals"]["done"] == 7
+    assert after["mismatches"] == 0 and after["totals"]["done"] == BOOKS
     assert_key_never_shown(out, err, again.stdout, again.stderr, folders=(tmp_path,))
+
+
+def test_tune_writes_each_servers_best_settings_and_the_next_run_uses_them(servers, library,
+                                                                           tmp_path):
+    a, b = servers
+    env_file = tmp_path / ".env"
+    proc = run_cli("tune", "--directory", library, "--model", "minilm", "--embed-url",
+                   f"{a.url},{b.url}", "--sample-tokens", "2000", "--env-file", env_file, "--json",
+                   env=env())
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert set(out["best"]) == {a.url, b.url}
+    assert len(out["trials"]) == 2 * 7  # 4 batch sizes, then 3 more concurrencies, per server
+    line = next(x for x in env_file.read_text().splitlines() if x.startswith("ALEXANDRIA_EMBED_URL="))
+    for url, best in out["best"].items():
+        assert f"{url}#batch={best['batch']}&concurrency={best['concurrency']}" in line
+    store = tmp_path / "store"
+    run = run_cli(*ingest_args(store, "--directory", library, "--report", tmp_path / "report.json"),
+                  env={**env(), "ALEXANDRIA_ENV_FILE": str(env_file)})
+    assert run.returncode == 0, run.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["device"] == f"remote: {a.url},{b.url}"
+    assert_key_never_shown(proc.stdout, proc.stderr, run.stdout, run.stderr, folders=(tmp_path,))
