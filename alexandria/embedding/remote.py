@@ -12,9 +12,11 @@ the run's. httpx: one pooled client, timeouts per request, HTTP/1.1 keep-alive.
 
 Faults: 429, 5xx, timeouts and connection errors are retried with exponential backoff on the
 least-loaded endpoint that is up; an endpoint that fails `DOWN_AFTER` times in a row is taken out
-for `COOLDOWN_S` and tried again after that; a batch that found no endpoint for `retry_budget_s`
-fails the run (RunFailure, exit 74, the endpoints named). A 429 or a timeout also lowers that
-endpoint's concurrency by one (back up by one after `RECOVER_AFTER` successes).
+for `COOLDOWN_S` and tried again after that; once no endpoint has answered anything for
+`retry_budget_s`, a failing batch fails the run (RunFailure, exit 74, the endpoints named). A 429
+or a timeout also lowers that endpoint's concurrency by one (back up by one after `RECOVER_AFTER`
+successes). Retries take free slots like first tries: a slow server sent more work only gets
+slower, and a request that timed out is still being computed there.
 """
 
 from __future__ import annotations
@@ -207,6 +209,7 @@ class RemoteEmbedder:
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _closed: bool = False
     _closing: threading.Event = field(default_factory=threading.Event, repr=False)
+    _last_answer: float = 0.0  # when any endpoint last answered a batch: the retry budget's start
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -239,6 +242,7 @@ class RemoteEmbedder:
                              + ", ".join(f"{n}: {d}" for n, d in dims.items())
                              + "): they serve different models.")
         self.dimension = next(iter(dims.values()))
+        self._last_answer = time.monotonic()
         return self
 
     def _probe(self, e: Endpoint) -> np.ndarray:
@@ -352,18 +356,21 @@ class RemoteEmbedder:
         return self.encode_texts([self.spec.query_text(query)])[0].tolist()
 
     def _take_slot(self, should_stop: Callable[[], bool] | None) -> Endpoint | None:
-        """The least-loaded endpoint that is up and has a free slot, its slot taken. While every
-        endpoint is down, the one back soonest (the batch itself waits out the retry budget)."""
+        """A free slot, taken: on the least-loaded endpoint that is up, or, while every endpoint
+        is out, on the one back soonest. Never more in flight than the endpoints' limits, first
+        tries and retries alike: a slow server sent more work only gets slower (and a request
+        that timed out is still being computed there)."""
         with self._cond:
             while not self._closed:
                 now = time.monotonic()
-                up = [e for e in self.endpoints if e.up(now) and e.in_flight < e.limit]
+                free = [e for e in self.endpoints if e.in_flight < e.limit]
+                up = [e for e in free if e.up(now)]
+                e = None
                 if up:
                     e = min(up, key=Endpoint.load)
-                    e.in_flight += 1
-                    return e
-                if not any(e.up(now) for e in self.endpoints):
-                    e = min(self.endpoints, key=lambda x: x.down_until)
+                elif free and not any(x.up(now) for x in self.endpoints):
+                    e = min(free, key=lambda x: x.down_until)
+                if e is not None:
                     e.in_flight += 1
                     return e
                 self._cond.wait(0.05)
@@ -373,13 +380,14 @@ class RemoteEmbedder:
 
     def _embed_batch(self, first: Endpoint, texts: list[str]) -> np.ndarray:
         """One batch, retried on transient failures over the endpoints that are up, until it
-        succeeds or found none for retry_budget_s."""
+        succeeds; the run fails once no endpoint has answered anything for retry_budget_s."""
         e: Endpoint | None = first
-        started = time.monotonic()
         wait = BACKOFF_S[0]
         while True:
             if e is None:
-                e = self._acquire_for_retry()
+                e = self._take_slot(None)
+                if e is None:  # closed
+                    raise RunFailure("the embedding servers were closed")
             try:
                 vectors = self._request(e, texts)
             except EndpointError as err:
@@ -391,16 +399,16 @@ class RemoteEmbedder:
                         f"The embedding server {e.name} answered a batch of {len(texts)} texts "
                         f"with {err}; nothing of it was stored, books already done are kept."
                     ) from None
-                if time.monotonic() - started > self.retry_budget_s:
-                    with self._cond:
-                        names = ", ".join(f"{x.name} ({x.last_error or 'no answer'})"
-                                          for x in self.endpoints)
+                with self._cond:
+                    silent = time.monotonic() - self._last_answer
+                    names = ", ".join(f"{x.name} ({x.last_error or 'no answer'})"
+                                      for x in self.endpoints)
+                    pause = wait if not self._any_up_locked() else min(wait, 0.05)
+                if silent > self.retry_budget_s:
                     raise RunFailure(
                         f"No embedding server answered for {self.retry_budget_s:g} s: {names}; "
                         "books already done are kept and the next run resumes.") from None
                 e = None
-                with self._cond:
-                    pause = wait if not self._any_up_locked() else min(wait, 0.05)
                 self._closing.wait(pause)  # close() cuts the backoff short
                 wait = min(wait * 2, BACKOFF_S[1])
                 continue
@@ -410,16 +418,6 @@ class RemoteEmbedder:
     def _any_up_locked(self) -> bool:
         now = time.monotonic()
         return any(e.up(now) for e in self.endpoints)
-
-    def _acquire_for_retry(self) -> Endpoint:
-        """A retry takes the least-loaded endpoint that is up (over its limit if need be: the
-        batch already held a slot), else the one back soonest."""
-        with self._cond:
-            now = time.monotonic()
-            up = [e for e in self.endpoints if e.up(now)]
-            e = min(up, key=Endpoint.load) if up else min(self.endpoints, key=lambda x: x.down_until)
-            e.in_flight += 1
-            return e
 
     def _failed(self, e: Endpoint, err: EndpointError) -> None:
         with self._cond:
@@ -438,6 +436,7 @@ class RemoteEmbedder:
 
     def _succeeded(self, e: Endpoint, rows: int) -> None:
         with self._cond:
+            self._last_answer = time.monotonic()
             e.in_flight -= 1
             if e.failures >= DOWN_AFTER:
                 log.info("embedding server %s is back", e.name)

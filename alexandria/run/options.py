@@ -85,7 +85,7 @@ class IngestOptions:
     embed_api: str = "auto"  # tei, openai, or auto (from each URL's route)
     embed_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
     embed_timeout: float = 60.0  # seconds per request
-    embed_retry_budget: float = 300.0  # seconds a batch may find no endpoint before the run fails
+    embed_retry_budget: float = 300.0  # no endpoint answering for this long fails the run
     embed_batch: int | None = None  # texts per request (default 32; per URL: #batch=N)
     embed_concurrency: int | None = None  # requests in flight per endpoint (default 4)
 

@@ -238,3 +238,27 @@ def test_tune_writes_each_servers_best_settings_and_the_next_run_uses_them(serve
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["device"] == f"remote: {a.url},{b.url}"
     assert_key_never_shown(proc.stdout, proc.stderr, run.stdout, run.stderr, folders=(tmp_path,))
+
+
+def test_a_server_of_another_model_is_refused_at_start(tmp_path, library):
+    """A real infinity serving minilm with a 128-wide Dense layer on top: another model, of
+    another dimension, than the --model minilm the run names."""
+    need_infinity()
+    from sentence_transformers import SentenceTransformer, models
+
+    from alexandria.embedding.models import resolve_model
+
+    base = SentenceTransformer(resolve_model("minilm").source, device="cpu")
+    other = SentenceTransformer(modules=[*base, models.Dense(384, 128)], device="cpu")
+    folder = tmp_path / "minilm-128"
+    other.save(str(folder))
+    server = Infinity(tmp_path / "logs", model=str(folder), name="other").start()
+    try:
+        server.wait_ready()
+        proc = run_cli(*remote_args(tmp_path / "store", library, server.url))
+    finally:
+        server.kill()
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"Error: The embedding server {server.url} makes 128-dimensional vectors but model "
+        "'minilm' makes 384: it serves another model.")
