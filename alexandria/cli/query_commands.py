@@ -18,6 +18,7 @@ from alexandria.cli.common import (
     model_options,
     opt,
 )
+from alexandria.cli.embed_options import embed_key, search_embed_options
 from alexandria.cli.output import plural, print_results, setup_logging
 
 
@@ -38,6 +39,7 @@ from alexandria.cli.output import plural, print_results, setup_logging
      help="dense: the model's vectors; sparse: BM25 word weights; hybrid: both, fused by rank "
      "(default: hybrid, or dense on a collection made before sparse vectors).")
 @model_options
+@search_embed_options
 def search_cmd(query, top_k, as_json, full, author, tag, language, series, manifest, **kw) -> None:
     """Best chunks for QUERY, with book, authors, chapter and score.
 
@@ -49,7 +51,8 @@ def search_cmd(query, top_k, as_json, full, author, tag, language, series, manif
 
         kw["model"], kw["chunker"] = given("model", kw["model"]), given("chunker", kw["chunker"])
         opts = SearchOptions(top_k=top_k, author=author, tag=tag, language=language,
-                             series=series, api_key=api_key(), manifest=manifest, **kw)
+                             series=series, api_key=api_key(), manifest=manifest,
+                             embed_key=embed_key(), **kw)
         results = search(query, opts)
         if as_json:
             click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))

@@ -21,6 +21,7 @@ from alexandria.cli.common import (
     log,
     opt,
 )
+from alexandria.cli.embed_options import embed_key, ingest_embed_options
 from alexandria.cli.output import print_summary, progress_bar, setup_logging
 
 
@@ -35,7 +36,7 @@ def run_ingest(**kw) -> int:
     to_terminal = sys.stderr.isatty()
     setup_logging(log_dir, quiet, to_terminal, kw.pop("log_json"))
     kw["formats"] = tuple(f.strip().lower() for f in kw["formats"].split(",") if f.strip())
-    opts = IngestOptions(api_key=api_key(), **kw)
+    opts = IngestOptions(api_key=api_key(), embed_key=embed_key(), **kw)
     stop = StopRequested()
     install_signal_handlers(stop)
     bar = progress_bar(enabled=to_terminal and not quiet and not opts.dry_run)
@@ -87,6 +88,7 @@ def install_signal_handlers(stop) -> None:
 @opt("--add-sparse", is_flag=True, default=False, envvar=None,
      help="Only add sparse (BM25) vectors to a collection's chunks that lack them, from their "
           "stored text; nothing is embedded again.")
+@ingest_embed_options
 def ingest_cmd(add_sparse, **kw) -> None:
     """Extract, chunk, embed and store every book; resumable and incremental."""
     if add_sparse:
@@ -192,6 +194,7 @@ def repair_cmd(**kw) -> None:
 
 @click.command("ingest_books")
 @ingest_options
+@ingest_embed_options
 def ingest_script(**kw) -> None:
     """Extract, chunk, embed and store every book (same options as `alexandria ingest`)."""
     sys.exit(guard(run_ingest, **kw))

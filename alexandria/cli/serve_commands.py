@@ -7,6 +7,7 @@ import sys
 import click
 
 from alexandria.cli.common import api_key, chunker_option, cli, given, guard, model_options, opt
+from alexandria.cli.embed_options import embed_key, search_embed_options
 
 
 @cli.command("serve")
@@ -19,6 +20,7 @@ from alexandria.cli.common import api_key, chunker_option, cli, given, guard, mo
           "or the page's login form). Prefer the environment variable: a flag shows in `ps`.")
 @chunker_option
 @model_options
+@search_embed_options
 def serve_cmd(host, port, serve_key, **kw) -> None:
     """Search page, library page and JSON API for the collection an ingest wrote (read-only).
 
@@ -32,8 +34,8 @@ def serve_cmd(host, port, serve_key, **kw) -> None:
 
         # Without --model and --chunker: the store's collection, as for search.
         kw["model"], kw["chunker"] = given("model", kw["model"]), given("chunker", kw["chunker"])
-        opts = ServeOptions(search=SearchOptions(api_key=api_key(), **kw), host=host, port=port,
-                            api_key=serve_key or None)
+        search = SearchOptions(api_key=api_key(), embed_key=embed_key(), **kw)
+        opts = ServeOptions(search=search, host=host, port=port, api_key=serve_key or None)
 
         def ready(url: str) -> None:
             click.echo(f"Serving {opts.search.location().where} on {url} (Ctrl-C stops it)",

@@ -17,6 +17,7 @@ from alexandria.cli.common import (
     model_options,
     opt,
 )
+from alexandria.cli.embed_options import embed_key, search_embed_options
 from alexandria.cli.output import setup_logging
 from alexandria.errors import UsageError
 
@@ -149,11 +150,17 @@ def sample_library_cmd(dest: Path) -> None:
 @opt("--model", default="bge-m3", show_default=True, help="Alias, Hugging Face id or local folder.")
 @opt("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @opt("--dtype", default="auto", show_default=True, help="auto, fp32, fp16 or bf16.")
-def tune_cmd(directory, max_vram_gb, env_file, sample_tokens, as_json, model, device, dtype) -> None:
-    """Time a few token budgets on this device and write the fastest that fits into .env."""
+@search_embed_options
+def tune_cmd(directory, max_vram_gb, env_file, sample_tokens, as_json, model, device, dtype,
+             embed_urls, embed_api, embed_timeout) -> None:
+    """Time a few token budgets on this device and write the fastest that fits into .env
+    (with --embed-url: each server's batch size and concurrency)."""
 
     def run() -> int:
         from alexandria.tools.tune import tune
+
+        if embed_urls:
+            return tune_servers()
 
         out = tune(directory, model, device, dtype, max_vram_gb, env_file, sample_tokens=sample_tokens)
         if as_json:
@@ -164,6 +171,21 @@ def tune_cmd(directory, max_vram_gb, env_file, sample_tokens, as_json, model, de
             vram = f"  {t['vram_peak_mb']:,.0f} MB" if t["vram_peak_mb"] else ""
             click.echo(f"budget {t['token_budget']:>8,} {speed}{vram}  {t['why'] or 'ok'}")
         click.echo(f"ALEXANDRIA_TOKEN_BUDGET={out['best_token_budget']} written to {out['env_file']}")
+        return EXIT_OK
+
+    def tune_servers() -> int:
+        from alexandria.tools.tune_remote import tune_remote
+
+        out = tune_remote(directory, embed_urls, model, embed_api, embed_key(), env_file,
+                          sample_tokens or 40_000, embed_timeout)
+        if as_json:
+            click.echo(json.dumps(out, indent=2))
+            return EXIT_OK
+        for t in out["trials"]:
+            speed = f"{t['tokens_per_s']:>10,.0f} tokens/s" if t["tokens_per_s"] else f"{'':>19}"
+            click.echo(f"{t['endpoint']}  batch {t['batch']:>3} concurrency {t['concurrency']:>2} "
+                       f"{speed}  {t['why'] or 'ok'}")
+        click.echo(f"ALEXANDRIA_EMBED_URL={out['embed_url']} written to {out['env_file']}")
         return EXIT_OK
 
     sys.exit(guard(run))

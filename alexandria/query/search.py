@@ -36,6 +36,11 @@ class SearchOptions:
     # has sparse vectors, dense where it was made before them (docs/performance.md: the eval)
     mode: str | None = None
     manifest: Path | None = None
+    # Embedding servers (alexandria.embedding.remote): a machine with no model weights can search
+    embed_urls: tuple[str, ...] = ()
+    embed_api: str = "auto"
+    embed_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
+    embed_timeout: float = 60.0
 
     def location(self) -> Location:
         """The existing collection these options mean (never created: missing is a UsageError)."""
@@ -109,8 +114,16 @@ class Searcher:
 
         self.opts = opts
         self.where, stored = opts.find()  # an existing collection only: never created
-        self.embedder = get_embedder(self.where.spec, opts.device,
-                                     query_dtype(opts.dtype, stored.dtype))
+        self._remote = None
+        if opts.embed_urls:  # embedding servers: a machine with no model weights can search
+            from alexandria.embedding.remote import connect
+
+            self._remote = self.embedder = connect(
+                self.where.spec, opts.embed_urls, opts.embed_api, opts.embed_key,
+                opts.embed_timeout, retry_budget_s=opts.embed_timeout)
+        else:
+            self.embedder = get_embedder(self.where.spec, opts.device,
+                                         query_dtype(opts.dtype, stored.dtype))
         if stored.dimension is not None and stored.dimension != self.embedder.dimension:
             raise UsageError(f"Collection {self.where.collection!r} holds {stored.dimension}-"
                              f"dimensional vectors but {self.where.spec.name} makes "
@@ -211,8 +224,13 @@ class Searcher:
     def close(self) -> None:
         with self._opening:
             store, self._store = self._store, None
-        if store is not None:
-            store.close()
+            remote, self._remote = self._remote, None
+        try:
+            if store is not None:
+                store.close()
+        finally:
+            if remote is not None:
+                remote.close()
 
     def __enter__(self) -> Searcher:
         return self

@@ -72,8 +72,11 @@ class Feeder(threading.Thread):
                 if item is None:
                     break
                 started = time.perf_counter()
-                vectors = self.embedder.submit_ids(item.ids, self.token_budget, self.max_batch,
-                                                   should_stop=self.should_stop)
+                if item.texts is not None:  # an embedding server: it reads texts, not token ids
+                    vectors = self.embedder.submit_texts(item.texts, should_stop=self.should_stop)
+                else:
+                    vectors = self.embedder.submit_ids(item.ids, self.token_budget, self.max_batch,
+                                                       should_stop=self.should_stop)
                 if pending is not None:  # queued before this one: its vectors are back or nearly
                     self._finish(*pending)
                     pending = None

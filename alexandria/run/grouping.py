@@ -38,6 +38,7 @@ class Group:
     parts: list[Part]  # in the order their rows appear in ids
     ids: list[np.ndarray]
     tokens: int
+    texts: list[str] | None = None  # what an embedding server reads (alexandria.embedding.remote)
 
 
 def parts_of(book: Any, limit: int, align: int) -> list[Part]:
@@ -111,8 +112,10 @@ class Devices:
     """
 
     def __init__(self, feeders: list, failures: Failures, should_stop: Callable[[], bool],
-                 max_unwritten: int = MAX_UNWRITTEN_GROUPS) -> None:
+                 max_unwritten: int = MAX_UNWRITTEN_GROUPS,
+                 texts_of: Callable[[Part], list[str]] | None = None) -> None:
         self.feeders = feeders
+        self.texts_of = texts_of  # set when the feeders embed on servers, which read texts
         self.failures = failures
         self.should_stop = should_stop
         # a slot per group given to a device whose points are not yet queued for the writer
@@ -143,10 +146,11 @@ class Devices:
             return
         feeder = min(self.feeders, key=lambda f: f.queued_tokens)
         ids = [x for part in parts for x in part.book.token_ids[part.start:part.end]]
+        texts = [t for part in parts for t in self.texts_of(part)] if self.texts_of else None
         started = time.perf_counter()
         if self.first_given is None:
             self.first_given = started
-        feeder.put(Group(parts, ids, sum(p.tokens for p in parts)))
+        feeder.put(Group(parts, ids, sum(p.tokens for p in parts), texts))
         self.device_wait_s += time.perf_counter() - started
 
     def written(self) -> None:

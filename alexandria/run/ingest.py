@@ -44,7 +44,7 @@ from alexandria.run.plan import (
     row_fields,
 )
 from alexandria.run.points import PointsAssembler, PointsThread
-from alexandria.run.prepare import PreparedBook, complete_semantic
+from alexandria.run.prepare import PreparedBook, chunk_texts, complete_semantic
 from alexandria.run.report import BookResult, RunReport, path_text, warnings_text
 from alexandria.run.workers import Preparing
 from alexandria.run.writer import Writer
@@ -160,7 +160,14 @@ class Ingest:
             to_ingest = [p for p in planned if p.action == "ingest"]
             needs_model = bool(to_ingest) or bool(manifest.in_progress(self.collection))
             embedder = None
-            if needs_model:  # a nightly run with nothing new never loads the model
+            if needs_model and opts.embed_urls:  # servers embed: probed before any book starts
+                self._embedders = [self._connect_remote()]
+                embedder = self._embedders[0]
+                self.report.device = "remote: " + ",".join(e.name for e in embedder.endpoints)
+                self.report.dtype = embedder.dtype
+                if to_ingest:
+                    preparing = self._start_preparing(to_ingest, "cpu")
+            elif needs_model:  # a nightly run with nothing new never loads the model
                 from alexandria.embedding.embedder import get_embedder
 
                 if to_ingest:  # the first books are parsed while the model loads and the store opens
@@ -214,6 +221,10 @@ class Ingest:
             raise
         finally:
             closing = time.perf_counter()
+            for e in self._embedders:
+                if getattr(e, "reads_text", False):  # a server pool: its threads and connections
+                    self.report.endpoints = e.stats()
+                    e.close()
             manifest.close()
             if store is not None:
                 store.close()
@@ -230,6 +241,13 @@ class Ingest:
         self.report.device = ",".join(devices)
         self.report.dtype = resolve_dtype(self.opts.dtype, devices[0], self.spec)
         return devices
+
+    def _connect_remote(self):
+        from alexandria.embedding.remote import connect
+
+        o = self.opts
+        return connect(self.spec, o.embed_urls, o.embed_api, o.embed_key, o.embed_timeout,
+                       o.embed_retry_budget, o.embed_batch, o.embed_concurrency)
 
     def _writer(self, store: VectorStore) -> Writer:
         writer = Writer(store, self.where.manifest, self.collection, self.on_result, self.failures)
@@ -301,7 +319,14 @@ class Ingest:
         should_stop = self._stopped
         feeders = [Feeder(e, budget, max_batch, embedded, should_stop, self.failures)
                    for e in self._embedders or [embedder]]
-        devices = Devices(feeders, self.failures, should_stop, self.limits.max_unwritten_groups)
+        texts_of = None
+        if self.opts.embed_urls:
+            template, longest = self.spec.document_template, self.max_seq_length
+
+            def texts_of(part):
+                return chunk_texts(part.book, part.start, part.end, template, longest)
+        devices = Devices(feeders, self.failures, should_stop, self.limits.max_unwritten_groups,
+                          texts_of)
         grouper = Grouper(budget, self.limits.group_budgets, self.limits.upsert_batch)
         assembler = PointsAssembler(preparing.by_key, fields_of, self.spec.name,
                                     self.opts.chunker == "hierarchical", writer.submit,

@@ -83,6 +83,14 @@ class IngestOptions:
     # A private folder of extracted books by content hash: runs over the same files (alexandria
     # eval, one per chunker) extract each book once.
     extract_cache: Path | None = None
+    # Embedding servers (alexandria.embedding.remote) instead of the model in this process
+    embed_urls: tuple[str, ...] = ()
+    embed_api: str = "auto"  # tei, openai, or auto (from each URL's route)
+    embed_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
+    embed_timeout: float = 60.0  # seconds per request
+    embed_retry_budget: float = 300.0  # no endpoint answering for this long fails the run
+    embed_batch: int | None = None  # texts per request (default 32; per URL: #batch=N)
+    embed_concurrency: int | None = None  # requests in flight per endpoint (default 4)
 
     def chunk_settings(self) -> ChunkSettings:
         return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap,
@@ -107,6 +115,9 @@ class IngestOptions:
         check_chunk_options(self)
         if self.compile not in ("auto", "on", "off"):
             raise UsageError(f"--compile must be auto, on or off, not {self.compile!r}.")
+        if self.embed_urls and self.chunker == "semantic":
+            raise UsageError("--chunker semantic embeds sentences in this process; with --embed-url "
+                             "use structural or hierarchical.")
 
 
 def default_token_budget(opts: IngestOptions, max_seq_length: int, device: str) -> int:

@@ -235,6 +235,16 @@ def document_text(template: object, title: str, text: str) -> str:
     return str(template).format(title=title, text=text) if template else text
 
 
+def chunk_texts(book: PreparedBook, start: int, end: int, template: object, max_seq_length: int
+                ) -> list[str]:
+    """What an embedding server reads for chunks [start, end): the texts chunk_inputs tokenizes,
+    prompt included (a parent cut to the same prefix)."""
+    prefix = max_seq_length * 16
+    return [document_text(template, book.prompt_title,
+                          c.text[:prefix] if c.kind == "parent" else c.text)
+            for c in book.chunks[start:end]]
+
+
 def chunk_inputs(chunker: Chunker, chunks: list[Chunk], template: object, title: str
                  ) -> list[np.ndarray]:
     """Model inputs per chunk; a parent's text is cut to a prefix first (the model is cut anyway).

@@ -1,0 +1,160 @@
+"""The embedding-server client (alexandria.embedding.remote) on the faults a real server cannot be
+made to show on cue, against a real loopback HTTP server (tests/embedding/tiny_server.py). The
+answers of real servers are checked against real infinity in tests/run/test_remote_ingest.py."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+
+from alexandria.embedding.models import resolve_model
+from alexandria.embedding.remote import connect, expected_dimension, parse_endpoints
+from alexandria.errors import RunFailure, UsageError
+from tests.embedding.tiny_server import Behaviour, TinyServer
+
+MINILM = resolve_model("minilm")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_urls_are_split_at_commas_and_their_route_picks_the_api():
+    eps = parse_endpoints(["http://a:1/embed,http://b:2/v1/embeddings#batch=8&concurrency=2",
+                           "http://c:3"])
+    assert [(e.api, e.batch, e.concurrency) for e in eps] == [
+        ("tei", 32, 4), ("openai", 8, 2), ("auto", 32, 4)]
+    assert eps[1].name == "http://b:2/v1/embeddings"  # the settings are never sent
+
+
+@pytest.mark.parametrize("url, words", [
+    ("ftp://a/embed", "not an http"),
+    ("http://user:secret@a:1/embed", "ALEXANDRIA_EMBED_API_KEY"),
+    ("http://a:1/embed#batch=0", "at least 1"),
+])
+def test_a_bad_embed_url_is_one_sentence(url, words):
+    with pytest.raises(UsageError, match=words):
+        parse_endpoints([url])
+
+
+def test_the_route_and_the_api_must_agree():
+    with pytest.raises(UsageError, match="tei route but --embed-api says openai"):
+        parse_endpoints(["http://a:1/embed"], api="openai")
+
+
+def test_the_models_dimension_is_read_from_its_config_without_weights():
+    assert expected_dimension(MINILM) == 384
+
+
+def test_a_server_of_another_dimension_is_refused_at_start():
+    with TinyServer(Behaviour(dimension=128)) as server:
+        with pytest.raises(UsageError, match=r"makes 128-dimensional vectors but model 'minilm' "
+                                             r"makes 384"):
+            connect(MINILM, [server.url])
+
+
+def test_a_bare_url_finds_the_openai_route_and_the_probe_checks_it():
+    with TinyServer(Behaviour()) as server:
+        remote = connect(MINILM, [server.url])
+        try:
+            assert remote.endpoints[0].url == server.url + "/v1/embeddings"
+            vectors = remote.encode_texts(["one", "two", "three"])
+            assert vectors.shape == (3, 384)
+            assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+        finally:
+            remote.close()
+
+
+def test_an_endpoint_nobody_answers_is_refused_at_start_in_one_sentence():
+    url = f"http://127.0.0.1:{free_port()}/v1/embeddings"
+    with pytest.raises(UsageError, match="did not answer a test text: cannot connect"):
+        connect(MINILM, [url], timeout_s=2)
+
+
+def test_429s_are_retried_and_lower_the_endpoints_concurrency():
+    behaviour = Behaviour()
+    with TinyServer(behaviour) as server:
+        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=2, concurrency=3)
+        try:
+            behaviour.busy_first = behaviour.requests + 2  # the next two requests are turned away
+            vectors = remote.encode_texts(["a", "b", "c", "d"])
+            assert vectors.shape == (4, 384)
+            stats = remote.stats()[server.url + "/v1/embeddings"]
+            assert stats["rows"] == 4
+            assert stats["concurrency"] < 3
+        finally:
+            remote.close()
+
+
+def test_a_wrong_number_of_vectors_fails_the_batch_loudly():
+    behaviour = Behaviour()
+    with TinyServer(behaviour) as server:
+        remote = connect(MINILM, [server.url + "/embeddings"])
+        try:
+            behaviour.extra_vectors = 1
+            with pytest.raises(RunFailure, match=r"answered a batch of 2 texts with 3 vectors for 2 "
+                                                 r"texts; nothing of it was stored"):
+                remote.encode_texts(["a", "b"])
+        finally:
+            remote.close()
+
+
+def test_a_server_gone_past_the_retry_budget_fails_the_run_naming_it():
+    server = TinyServer(Behaviour()).__enter__()
+    remote = connect(MINILM, [server.url + "/v1/embeddings"], retry_budget_s=1.5)
+    server.__exit__()
+    try:
+        started = time.monotonic()
+        with pytest.raises(RunFailure, match=rf"No embedding server answered for 1.5 s: "
+                                             rf"{server.url}/v1/embeddings \(cannot connect"):
+            remote.encode_texts(["a"])
+        assert time.monotonic() - started < 10
+    finally:
+        remote.close()
+
+
+def test_the_key_is_sent_as_a_bearer_token_and_never_shown():
+    key = "sk-test-5f0e1d2c3b4a"
+    behaviour = Behaviour()
+    with TinyServer(behaviour) as server:
+        remote = connect(MINILM, [server.url], api_key=key)
+        try:
+            remote.encode_texts(["a"])
+            assert set(behaviour.seen_auth[-2:]) == {f"Bearer {key}"}
+            assert key not in repr(remote) and key not in str(remote.stats())
+        finally:
+            remote.close()
+
+
+def test_the_command_refuses_a_server_of_another_dimension_in_one_sentence(small_library, tmp_path):
+    from tests.conftest import ingest_args, run_cli
+
+    with TinyServer(Behaviour(dimension=768)) as server:
+        proc = run_cli(*ingest_args(tmp_path / "store", "--directory", small_library,
+                                    "--embed-url", server.url + "/v1/embeddings"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"Error: The embedding server {server.url}/v1/embeddings makes 768-dimensional vectors but "
+        "model 'minilm' makes 384: it serves another model.")
+    assert not (tmp_path / "store" / "alexandria_minilm").exists()
+
+
+@pytest.mark.slow
+def test_a_batch_answered_with_too_many_vectors_stops_the_run_and_is_never_stored(
+        small_library, tmp_path):
+    from tests.conftest import ingest_args, run_cli, status_json
+
+    with TinyServer(Behaviour(extra_vectors=1, after_ok=3)) as server:
+        proc = run_cli(*ingest_args(tmp_path / "store", "--directory", small_library,
+                                    "--embed-url", server.url + "/embeddings", "--embed-batch", "4",
+                                    "--embed-concurrency", "1"))
+    assert proc.returncode == 74, proc.stderr
+    assert "answered a batch of 4 texts with 5 vectors for 4 texts" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    status = status_json(tmp_path / "store")
+    assert status["totals"]["done"] == 0 and status["mismatches"] == 0

@@ -1,0 +1,75 @@
+"""A real HTTP server on loopback, written with the standard library, for the faults a real
+embedding server cannot be made to show on cue: vectors of another dimension, a wrong number of
+vectors, 429s. Every right answer elsewhere comes from real infinity servers
+(tests/run/test_remote_ingest.py); this one only answers the OpenAI-compatible route."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+
+
+@dataclass
+class Behaviour:
+    dimension: int = 384
+    extra_vectors: int = 0  # answer this many vectors more than asked
+    busy_first: int = 0  # the first N requests get 429
+    after_ok: int | None = None  # once this many requests were answered, answer with extra_vectors
+    seen_auth: list = field(default_factory=list)
+    requests: int = 0
+
+
+def vector(text: str, dimension: int) -> list[float]:
+    seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    return np.random.default_rng(seed).standard_normal(dimension).astype(float).tolist()
+
+
+class TinyServer:
+    def __init__(self, behaviour: Behaviour) -> None:
+        b = self.behaviour = behaviour
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet: the test output is the report
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    b.requests += 1
+                    n = b.requests
+                    b.seen_auth.append(self.headers.get("Authorization"))
+                if self.path not in ("/v1/embeddings", "/embeddings"):
+                    return self._send(404, {"detail": "Not Found"})
+                if n <= b.busy_first:
+                    return self._send(429, {"error": "busy"})
+                texts = body["input"]
+                extra = b.extra_vectors if b.after_ok is None or n > b.after_ok else 0
+                data = [{"index": i, "embedding": vector(t, b.dimension), "object": "embedding"}
+                        for i, t in enumerate(texts + texts[:1] * extra)]
+                self._send(200, {"data": data, "model": body.get("model"), "object": "list"})
+
+            def _send(self, status: int, payload: dict) -> None:
+                raw = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> TinyServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
