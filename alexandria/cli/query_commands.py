@@ -84,6 +84,10 @@ def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdr
         click.echo(f"{t['books']} books: {t['done']} done, {t['failed']} failed, "
                    f"{t['skipped']} skipped, {t['pending'] + t['in-progress']} pending; "
                    f"{t['chunks']} chunks, {t['tokens']} tokens")
+        if s.get("store_config"):
+            c = s["store_config"]
+            click.echo(f"store: quantization {c['quantization']}, vectors "
+                       f"{'on disk' if c['on_disk'] else 'in RAM'}, HNSW m {c['hnsw_m']}")
         if s["last_run"]:
             lr = s["last_run"]
             if lr["outcome"] == "unfinished":  # killed, or running now: no report yet

@@ -172,6 +172,58 @@ def bench_command_lazily():
 cli.add_command(bench_command_lazily(), "bench")
 
 
+@cli.command("bench-store")
+@opt("--workdir", type=click.Path(path_type=Path), required=True, envvar=None,
+     help="The store is filled here, and kept: run the command again to resume or to go on.")
+@opt("--steps", default="100k,500k,1M", show_default=True, envvar=None,
+     help="Sizes to measure at, in order (e.g. 100k,500k,1M,2M,5M).")
+@opt("--dim", "dimension", type=int, default=384, show_default=True, envvar=None,
+     help="Vector dimension (1024 bge-m3, 768 EmbeddingGemma, 256 its Matryoshka cut, 384 minilm).")
+@opt("--quantization", type=click.Choice(["none", "int8", "binary"]), default="int8",
+     show_default=True, envvar=None, help="Quantized copy of the vectors searched first.")
+@opt("--on-disk/--no-on-disk", default=True, show_default=True, envvar=None,
+     help="Original vectors memory-mapped from disk (else held in RAM).")
+@opt("--hnsw-m", type=int, default=16, show_default=True, envvar=None, help="HNSW edges per node.")
+@opt("--hnsw-ef-construct", type=int, default=100, show_default=True, envvar=None,
+     help="HNSW build-time candidates.")
+@opt("--hnsw-ef", type=int, default=None, envvar=None,
+     help="HNSW search-time candidates (default: Qdrant's).")
+@opt("--oversampling", type=float, default=None, envvar=None,
+     help="Candidates per result before rescoring (default: 2 for int8, 4 for binary).")
+@opt("--points-per-book", type=int, default=560, show_default=True, envvar=None,
+     help="Points per book (5M points / 8,982 books is 560).")
+@opt("--corpus", type=click.Path(path_type=Path), default=None, envvar="ALEXANDRIA_CORPUS",
+     help="A folder of EPUBs whose text the chunks are sampled from.")
+@opt("--queries", type=int, default=200, show_default=True, envvar=None,
+     help="Searches per latency measurement (recall uses the first 50).")
+@opt("--max-seconds", type=float, default=None, envvar=None,
+     help="Stop filling after this long (run again to resume): for machines with a time limit.")
+@opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
+     help="Each step's results are written here as soon as measured; steps in it are not redone.")
+def bench_store_cmd(workdir, steps, dimension, quantization, on_disk, hnsw_m, hnsw_ef_construct,
+                    hnsw_ef, oversampling, points_per_book, corpus, queries, max_seconds,
+                    json_file) -> None:
+    """Fill an embedded store to millions of points in steps; measure writes, index builds,
+    search latency and recall, memory and disk at each."""
+
+    def run() -> int:
+        from alexandria.store.config import StoreConfig
+        from alexandria.tools.bench.store_scale import ScaleOptions, parse_steps, render, run_scale
+
+        config = StoreConfig(quantization=quantization, on_disk=on_disk, hnsw_m=hnsw_m,
+                             hnsw_ef_construct=hnsw_ef_construct, hnsw_ef=hnsw_ef,
+                             oversampling=oversampling)
+        opts = ScaleOptions(workdir=workdir, steps=parse_steps(steps), dimension=dimension,
+                            config=config, points_per_book=points_per_book, corpus=corpus,
+                            queries=queries, recall_queries=min(50, queries),
+                            max_seconds=max_seconds)
+        result = run_scale(opts, json_file, progress=lambda m: click.echo(m, err=True))
+        click.echo(render(result))
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
 @cli.command("doctor")
 @opt("--directory", type=click.Path(path_type=Path), default=None,
      help="Also check this library.")

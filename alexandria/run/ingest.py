@@ -218,7 +218,8 @@ class Ingest:
             if self._open_store_with is not None:
                 return self._open_store_with(self.where, dimension, server)
             if not opts.qdrant_url and not opts.store_process:  # in-process: holds the shard alone
-                return EdgeStore(self.where.store, self.collection, dimension)
+                return EdgeStore(self.where.store, self.collection, dimension,
+                                 self.where.store_config)
             return self.where.open_store(dimension, **server)
         except CollectionMissing:
             if embedder is None:

@@ -24,12 +24,22 @@ from alexandria.store.base import (
     plain_vector,
     short_error,
 )
+from alexandria.store.config import (
+    DEFAULT,
+    KEYWORD_INDEXES,
+    check_same,
+    read_config,
+    write_config,
+)
 
 
 class EdgeStore(VectorStore):
     """Qdrant Edge: the real engine in-process, one shard per collection under DIR/<collection>."""
 
-    def __init__(self, root: Path, collection: str, dimension: int | None) -> None:
+    def __init__(self, root: Path, collection: str, dimension: int | None,
+                 config: dict[str, Any] | None = None) -> None:
+        """config: the StoreConfig fields a user asked for (None or absent: not asked). A new
+        shard is created with DEFAULT and them; an existing one keeps its own and refuses others."""
         import qdrant_edge as qe
 
         self.qe = qe
@@ -45,18 +55,20 @@ class EdgeStore(VectorStore):
                         f"Collection {collection!r} in {self.path.parent} holds {stored}-dimensional "
                         f"vectors but the model makes {dimension}; use another --collection."
                     )
+                self.config = read_config(self.path)
+                check_same(self.path, self.config, config or {})
                 self.shard = _load_shard(qe, self.path)
             elif dimension is None:
                 raise CollectionMissing(collection, f"in {self.path.parent}")
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
-                config = qe.EdgeConfig(
-                    vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)
-                )
-                self.shard = qe.EdgeShard.create(str(self.path), config)
-                self.shard.update(
-                    qe.UpdateOperation.create_field_index("book_key", qe.PayloadSchemaType.Keyword)
-                )
+                self.config = DEFAULT.with_options(**(config or {}))
+                write_config(self.path, self.config)
+                self.shard = qe.EdgeShard.create(str(self.path),
+                                                 self.config.edge_config(qe, dimension))
+                for name in KEYWORD_INDEXES:
+                    self.shard.update(
+                        qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
                 self.shard.flush()
         except UsageError:
             raise
@@ -187,6 +199,7 @@ class EdgeStore(VectorStore):
             query=qe.Query.Nearest(list(vector)),
             with_payload=True,
             filter=self._filter(must, must_not),
+            params=self.config.search_params(qe),
         )
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
 
@@ -194,6 +207,23 @@ class EdgeStore(VectorStore):
         if not ids:
             return {}
         return {str(r.id): dict(r.payload or {}) for r in self.shard.retrieve(list(ids), True, False)}
+
+    def store_config(self) -> dict[str, Any]:
+        """The configuration this shard was created with (status reports it)."""
+        return self.config.to_dict()
+
+    def optimize(self) -> bool:
+        """Build the HNSW index and quantized vectors of what was written since the last time
+        (Qdrant Edge never does it in the background: unindexed points are searched by brute
+        force). Blocking; True when there was something to do."""
+        try:
+            return bool(self.shard.optimize())
+        except Exception as e:
+            raise StoreError(self._why("optimising", e)) from e
+
+    def finish(self) -> None:
+        """A run completed: index what it wrote, so searches stop scanning it."""
+        self.optimize()
 
     def flush(self) -> None:
         try:

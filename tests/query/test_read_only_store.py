@@ -53,7 +53,8 @@ def tree(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
-def test_a_store_on_a_read_only_mount_is_searched_verified_and_planned_and_left_untouched(tmp_path, small_epubs):
+def test_a_store_on_a_read_only_mount_is_searched_verified_and_planned_and_left_untouched(
+        tmp_path, small_epubs):
     if not can_bind_mount():
         pytest.skip("needs root and a private mount namespace (unshare -m)")
     lib, store = tmp_path / "lib", tmp_path / "store"
