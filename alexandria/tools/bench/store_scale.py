@@ -437,28 +437,43 @@ class Bench:
                                      if k.endswith("_s") and k != "counts_by_book_s"), 2)
         return times
 
-    def step(self, target: int) -> dict[str, Any] | None:
-        self.progress(f"filling to {target:,} points")
-        fill = self.fill(target)
-        if not fill["reached"]:
-            return None
-        points = self.store.count()
-        written = fill["points_written"]
-        rate = written / fill["upsert_s"] if fill["upsert_s"] and written else None
-        self.progress(f"  {points:,} points; optimising")
-        result: dict[str, Any] = {
-            "points": points, **fill,
-            "upsert_points_per_s": round(rate) if rate else None,
-            "keeps_up_with_tokens_per_s": round(rate * TOKENS_PER_CHUNK) if rate else None,
-        }
-        result.update(self.optimize())
-        self.progress("  searching")
-        result["search"] = self.search(points)
-        self.progress("  a nightly run's writes")
-        result["nightly"] = self.nightly(points)
-        result.update(rss())
-        result["disk_mb"] = round(disk_mb(self.shard), 1)
-        return result
+    def step(self, target: int, pending: dict[str, Any], save: Callable[[], None]) -> bool:
+        """Advance one step through its phases (fill, index, search, nightly), saving what is
+        measured after each, so that a command killed by a time limit loses one phase at most.
+        True once the step is complete."""
+        if "points" not in pending:
+            self.progress(f"filling to {target:,} points")
+            part = self.fill(target)
+            parts = pending.setdefault("fill_parts", [])
+            parts.append(part)
+            save()
+            if not part["reached"]:
+                return False
+            written = sum(p["points_written"] for p in parts)
+            upsert_s = sum(p["upsert_s"] for p in parts)
+            rate = written / upsert_s if upsert_s and written else None
+            pending.update({
+                "points": self.store.count(), "points_written": written,
+                "upsert_s": round(upsert_s, 2), "fill_s": round(sum(p["fill_s"] for p in parts), 2),
+                "upsert_points_per_s": round(rate) if rate else None,
+                "keeps_up_with_tokens_per_s": round(rate * TOKENS_PER_CHUNK) if rate else None})
+            save()
+        points = pending["points"]
+        if "optimize_s" not in pending:
+            self.progress(f"  {points:,} points; building the index")
+            pending.update(self.optimize())
+            save()
+        if "search" not in pending:
+            self.progress("  searching")
+            pending["search"] = self.search(points)
+            save()
+        if "nightly" not in pending:
+            self.progress("  a nightly run's writes")
+            pending["nightly"] = self.nightly(points)
+            pending.update(rss())
+            pending["disk_mb"] = round(disk_mb(self.shard), 1)
+            save()
+        return True
 
 
 def machine() -> dict[str, Any]:
@@ -490,19 +505,21 @@ def run_scale(opts: ScaleOptions, json_file: Path | None,
                       points_per_book=opts.points_per_book, machine=machine(),
                       vectors=f"genre/book/chapter/noise weights {WEIGHTS}, {GENRES} genres")
         steps = result.setdefault("steps", [])
-        done = {s["points"] for s in steps}
-        for target in opts.steps:
-            if any(p >= target for p in done) and target <= bench.store.count():
-                continue
-            measured = bench.step(target)
-            if measured is None:
-                progress(f"stopped at {bench.store.count():,} points (--max-seconds); run it again "
-                         "to go on")
-                break
-            steps.append(measured)
-            done.add(measured["points"])
+
+        def save() -> None:
             if json_file:
                 write_json(json_file, result)
+
+        for target in opts.steps:
+            if any(s["target"] == target for s in steps):
+                continue
+            pending = result.setdefault("pending", {"target": target})
+            if not bench.step(target, pending, save):
+                progress(f"stopped at {bench.store.count():,} points (--max-seconds); run the "
+                         "same command again to go on")
+                break
+            steps.append(result.pop("pending"))
+            save()
     finally:
         bench.close()
     return result
