@@ -198,10 +198,13 @@ cli.add_command(bench_command_lazily(), "bench")
      help="Searches per latency measurement (recall uses the first 50).")
 @opt("--max-seconds", type=float, default=None, envvar=None,
      help="Stop filling after this long (run again to resume): for machines with a time limit.")
+@opt("--nightly/--no-nightly", default=True, show_default=True, envvar=None,
+     help="At each step, also a nightly run's writes (10 changed, 5 removed, 5 added, 20 retitled "
+          "books) and the index build after them.")
 @opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
      help="Each step's results are written here as soon as measured; steps in it are not redone.")
 def bench_store_cmd(workdir, steps, dimension, quantization, on_disk, hnsw_m, hnsw_ef_construct,
-                    hnsw_ef, oversampling, points_per_book, corpus, queries, max_seconds,
+                    hnsw_ef, oversampling, points_per_book, corpus, queries, max_seconds, nightly,
                     json_file) -> None:
     """Fill an embedded store to millions of points in steps; measure writes, index builds,
     search latency and recall, memory and disk at each."""
@@ -216,7 +219,7 @@ def bench_store_cmd(workdir, steps, dimension, quantization, on_disk, hnsw_m, hn
         opts = ScaleOptions(workdir=workdir, steps=parse_steps(steps), dimension=dimension,
                             config=config, points_per_book=points_per_book, corpus=corpus,
                             queries=queries, recall_queries=min(50, queries),
-                            max_seconds=max_seconds)
+                            max_seconds=max_seconds, nightly=nightly)
         result = run_scale(opts, json_file, progress=lambda m: click.echo(m, err=True))
         click.echo(render(result))
         return EXIT_OK

@@ -59,6 +59,7 @@ class ScaleOptions:
     seed: int = 7
     collection: str = "bench_store"
     max_seconds: float | None = None  # stop filling (resumably) after this long
+    nightly: bool = True  # measure a nightly run's writes at each step
 
 
 def parse_steps(text: str) -> list[int]:
@@ -467,9 +468,10 @@ class Bench:
             self.progress("  searching")
             pending["search"] = self.search(points)
             save()
-        if "nightly" not in pending:
-            self.progress("  a nightly run's writes")
-            pending["nightly"] = self.nightly(points)
+        if "rss_mb" not in pending:
+            if self.opts.nightly:
+                self.progress("  a nightly run's writes")
+                pending["nightly"] = self.nightly(points)
             pending.update(rss())
             pending["disk_mb"] = round(disk_mb(self.shard), 1)
             save()
