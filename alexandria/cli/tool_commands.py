@@ -201,11 +201,16 @@ cli.add_command(bench_command_lazily(), "bench")
 @opt("--nightly/--no-nightly", default=True, show_default=True, envvar=None,
      help="At each step, also a nightly run's writes (10 changed, 5 removed, 5 added, 20 retitled "
           "books) and the index build after them.")
+@opt("--grid-ef", default=None, envvar=None,
+     help="Instead of filling: search the store in --workdir with each of these HNSW ef values "
+          "(e.g. default,128,256).")
+@opt("--grid-oversampling", default=None, envvar=None,
+     help="Instead of filling: ... and each of these oversampling factors (e.g. 1,2,4).")
 @opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
      help="Each step's results are written here as soon as measured; steps in it are not redone.")
-def bench_store_cmd(workdir, steps, dimension, quantization, on_disk, hnsw_m, hnsw_ef_construct,
-                    hnsw_ef, oversampling, points_per_book, corpus, queries, max_seconds, nightly,
-                    json_file) -> None:
+def bench_store_cmd(grid_ef, grid_oversampling, workdir, steps, dimension, quantization, on_disk,
+                    hnsw_m, hnsw_ef_construct, hnsw_ef, oversampling, points_per_book, corpus,
+                    queries, max_seconds, nightly, json_file) -> None:
     """Fill an embedded store to millions of points in steps; measure writes, index builds,
     search latency and recall, memory and disk at each."""
 
@@ -220,6 +225,19 @@ def bench_store_cmd(workdir, steps, dimension, quantization, on_disk, hnsw_m, hn
                             config=config, points_per_book=points_per_book, corpus=corpus,
                             queries=queries, recall_queries=min(50, queries),
                             max_seconds=max_seconds, nightly=nightly)
+        if grid_ef or grid_oversampling:
+            from alexandria.tools.bench.store_scale import render_grid, search_grid, write_json
+
+            def values(text, kind):
+                return [None if v.strip() in ("", "default") else kind(v) for v in
+                        (text or "default").split(",")]
+
+            rows = search_grid(opts, values(grid_ef, int), values(grid_oversampling, float),
+                               progress=lambda m: click.echo(m, err=True))
+            if json_file:
+                write_json(json_file, {"grid": rows})
+            click.echo(render_grid(rows))
+            return EXIT_OK
         result = run_scale(opts, json_file, progress=lambda m: click.echo(m, err=True))
         click.echo(render(result))
         return EXIT_OK

@@ -76,3 +76,8 @@ def test_the_command_prints_the_table(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "8 dims, quantization int8, on disk, m 16" in done.stdout
     assert json.loads((tmp_path / "b.json").read_text())["steps"][0]["points"] == 600
+    grid = run_cli("bench-store", "--workdir", tmp_path / "w", "--dim", "8", "--points-per-book",
+                   "100", "--queries", "10", "--grid-ef", "default,32", "--grid-oversampling", "3")
+    assert grid.returncode == 0, grid.stderr
+    rows = [line.split() for line in grid.stdout.splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("600", "default", "3.0"), ("600", "32", "3.0")]

@@ -25,12 +25,11 @@ import json
 import os
 import platform
 import random
-import shutil
 import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -527,6 +526,26 @@ def run_scale(opts: ScaleOptions, json_file: Path | None,
     return result
 
 
+def search_grid(opts: ScaleOptions, efs: list[int | None], oversamplings: list[float | None],
+                progress: Callable[[str], None] = lambda m: None) -> list[dict[str, Any]]:
+    """Search latency and recall@10 on the store as it is, for each search-time setting:
+    HNSW ef and oversampling are chosen per query, so one fill serves them all."""
+    bench = Bench(opts, progress)
+    out = []
+    try:
+        points, stored = bench.store.count(), bench.config
+        for ef in efs:
+            for over in oversamplings:
+                bench.config = replace(stored, hnsw_ef=ef, oversampling=over)
+                progress(f"  ef {ef or 'default'}, oversampling {over or 'default'}")
+                out.append({"points": points, "hnsw_ef": ef,
+                            "oversampling": bench.config.rescore_oversampling,
+                            **bench.search(points)})
+    finally:
+        bench.close()
+    return out
+
+
 def write_json(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -554,5 +573,14 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def remove_store(workdir: Path, collection: str) -> None:
-    shutil.rmtree(workdir / collection, ignore_errors=True)
+def render_grid(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'points':>10} {'ef':>7} {'overs.':>6} {'p50':>6} {'p99':>6} {'R@10':>5} "
+             f"{'auth p99':>8} {'R@10':>5} {'book p99':>8} {'R@10':>5}"]
+    for r in rows:
+        lines.append(
+            f"{r['points']:>10,} {r['hnsw_ef'] or 'default':>7} {r['oversampling']:>6} "
+            f"{r['none']['p50_ms']:>6} {r['none']['p99_ms']:>6} {r['none']['recall_at_10']:>5} "
+            f"{r['author']['p99_ms']:>8} {r['author']['recall_at_10']:>5} "
+            f"{r['book']['p99_ms']:>8} {r['book']['recall_at_10']:>5}")
+    return "\n".join(lines)
+
