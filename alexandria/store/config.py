@@ -36,6 +36,9 @@ class StoreConfig:
     hnsw_ef_construct: int = 100
     hnsw_ef: int | None = None
     oversampling: float | None = None  # None: OVERSAMPLING[quantization]
+    # The optimiser's largest segment (MB of vectors; None: Qdrant's default, from the CPU count).
+    # A merge rebuilds the HNSW graph of every segment it takes in, so this bounds an index build.
+    max_segment_mb: int | None = None
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -74,6 +77,8 @@ class StoreConfig:
                                         on_disk=self.on_disk, quantization_config=quant),
             hnsw_config=qe.HnswIndexConfig(m=self.hnsw_m, ef_construct=self.hnsw_ef_construct,
                                            full_scan_threshold=10_000),
+            optimizers=None if self.max_segment_mb is None else qe.EdgeOptimizersConfig(
+                max_segment_size=self.max_segment_mb * 1024),
         )
 
     def search_params(self, qe: Any, exact: bool = False) -> Any:
