@@ -186,8 +186,8 @@ cli.add_command(bench_command_lazily(), "bench")
 @opt("--hnsw-m", type=int, default=16, show_default=True, envvar=None, help="HNSW edges per node.")
 @opt("--hnsw-ef-construct", type=int, default=100, show_default=True, envvar=None,
      help="HNSW build-time candidates.")
-@opt("--hnsw-ef", type=int, default=None, envvar=None,
-     help="HNSW search-time candidates (default: Qdrant's).")
+@opt("--hnsw-ef", type=int, default=256, show_default=True, envvar=None,
+     help="HNSW search-time candidates.")
 @opt("--oversampling", type=float, default=None, envvar=None,
      help="Candidates per result before rescoring (default: 2 for int8, 4 for binary).")
 @opt("--max-segment-mb", type=int, default=None, envvar=None,

@@ -28,13 +28,14 @@ class StoreConfig:
     """quantization: none, int8 (scalar, rescored with the originals) or binary (oversampled and
     rescored); on_disk: the original vectors are memory-mapped from disk instead of held in RAM
     (the quantized copy stays in RAM); hnsw_m / hnsw_ef_construct: the graph's edges per node and
-    build-time candidates; hnsw_ef: search-time candidates (None: Qdrant's default)."""
+    build-time candidates; hnsw_ef: search-time candidates (None: Qdrant's default, which kept
+    recall@10 under 0.95 where 256 did not: docs/performance.md)."""
 
     quantization: str = "int8"
     on_disk: bool = True
     hnsw_m: int = 16
     hnsw_ef_construct: int = 100
-    hnsw_ef: int | None = None
+    hnsw_ef: int | None = 256
     oversampling: float | None = None  # None: OVERSAMPLING[quantization]
     # The optimiser's largest segment (MB of vectors; None: Qdrant's default, from the CPU count).
     # A merge rebuilds the HNSW graph of every segment it takes in, so this bounds an index build.
@@ -97,7 +98,7 @@ DEFAULT = StoreConfig()
 # index, a filter reads every point's payload (an author filter took 0.3 s at 3,000 points).
 KEYWORD_INDEXES = ("book_key", "authors", "tags", "language")
 # A shard made before configurations were recorded: Qdrant Edge's defaults, as it was created.
-LEGACY = StoreConfig(quantization="none", on_disk=False)
+LEGACY = StoreConfig(quantization="none", on_disk=False, hnsw_ef=None)
 
 
 def read_config(shard: Path) -> StoreConfig:
