@@ -42,23 +42,41 @@ from alexandria.tools.bench.store_scale import TOKENS_PER_CHUNK, Texts, Vectors 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "epubs" / "books"
 
 
-def ingested(root: Path, books: int, per_book: int, corpus: Path | None) -> dict:
-    """The library, its manifest with every book done, and the store with every book's points."""
+def ingested(root: Path, books: int, per_book: int, corpus: Path | None,
+             deadline: float | None) -> dict | None:
+    """The library, its manifest with every book done, and the store with every book's points.
+    Resumable: books the manifest has are not written again; None when the deadline came first."""
     lib, store = root / "library", root / "store"
-    root.mkdir(parents=True)
-    t = time.perf_counter()
-    build_library(root, books)
-    built: dict = {"build_library_s": round(time.perf_counter() - t, 1)}
+    progress = root / "building.json"
+    if progress.is_file():
+        built = json.loads(progress.read_text())
+    else:
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        t = time.perf_counter()
+        build_library(root, books)
+        built = {"build_library_s": round(time.perf_counter() - t, 1), "fill_s": 0.0}
+        progress.write_text(json.dumps(built))
     where = Location.of("minilm", store=store)
     prints = fingerprint(where.settings, load_tokenizer_json(where.spec)[1])
     scanned = library.scan(lib)
     vectors, texts = Vectors(384, per_book, seed=11), Texts(corpus)
     manifest = Manifest(where.manifest)
+    have = set(manifest.rows(where.collection))
     edge = EdgeStore(store, where.collection, 384)
     t = time.perf_counter()
     hashes: dict = {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for n, b in enumerate(scanned):
+        if b.key in have:  # written by an earlier command
+            continue
+        if deadline is not None and time.time() > deadline:
+            edge.flush()
+            edge.close()
+            manifest.close()
+            built["fill_s"] += round(time.perf_counter() - t, 1)
+            progress.write_text(json.dumps(built))
+            return None
         base = {**b.metadata(), "model": where.spec.name, "ingested_at": now}
         first = n * per_book
         fields = [{"text": texts.text(first + c), "chapter": f"Chapter {c * 24 // per_book + 1}",
@@ -77,7 +95,8 @@ def ingested(root: Path, books: int, per_book: int, corpus: Path | None) -> dict
                         chunks=per_book, tokens=per_book * TOKENS_PER_CHUNK,
                         stored_points=per_book, model=where.spec.source, chunker=prints)
     edge.flush()
-    built["fill_s"] = round(time.perf_counter() - t, 1)
+    built["fill_s"] += round(time.perf_counter() - t, 1)
+    progress.write_text(json.dumps(built))
     t = time.perf_counter()
     edge.optimize()
     built["index_s"] = round(time.perf_counter() - t, 1)
@@ -134,7 +153,10 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, required=True)
     ap.add_argument("--corpus", type=Path, default=CORPUS if CORPUS.is_dir() else None)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--max-seconds", type=float, default=None,
+                    help="Stop building the ingested library after this long (run again to go on).")
     args = ap.parse_args()
+    deadline = time.time() + args.max_seconds if args.max_seconds else None
     # Built where the run reads it (a book's path is in its payload: a moved library is a
     # metadata change for every book), and kept as a copy that each command restores.
     run_dir = args.workdir / "night"
@@ -145,8 +167,10 @@ def main() -> None:
         shutil.copytree(pristine, run_dir, symlinks=True)
         built = json.loads((pristine / "built.json").read_text())
     else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        built = ingested(run_dir, args.books, args.points_per_book, args.corpus)
+        built = ingested(run_dir, args.books, args.points_per_book, args.corpus, deadline)
+        if built is None:
+            print("stopped building (--max-seconds); run the same command again to go on")
+            return
         shutil.rmtree(pristine, ignore_errors=True)
         shutil.copytree(run_dir, pristine, symlinks=True)
     copy_s = time.perf_counter() - t
