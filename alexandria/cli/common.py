@@ -156,6 +156,15 @@ def ingest_options(f):
             help="Server mode: talk gRPC when the server offers it."),
         opt("--bulk-load/--no-bulk-load", default=True, show_default=True,
             help="Server mode: a run that creates the collection builds its HNSW index at the end."),
+        opt("--quantization", type=click.Choice(["none", "int8", "binary"]), default=None,
+            help="Embedded store, new collection: the quantized copy of the vectors searched "
+                 "first, rescored with the originals (default int8; an existing collection keeps "
+                 "its own)."),
+        opt("--on-disk/--no-on-disk", default=None,
+            help="Embedded store, new collection: original vectors memory-mapped from disk "
+                 "(default) or held in RAM."),
+        opt("--hnsw-m", type=int, default=None,
+            help="Embedded store, new collection: HNSW edges per node (default 16)."),
     ]):
         f = decorator(f)
     return f

@@ -108,6 +108,10 @@ def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdr
             sparse = ", sparse " + ", ".join(v["sparse"]) if v["sparse"] else (
                 ", no sparse vectors (ingest --add-sparse adds them)")
             click.echo(f"vectors: dense {v['dense']}{sparse}")
+        if s.get("store_config"):
+            c = s["store_config"]
+            click.echo(f"store: quantization {c['quantization']}, vectors "
+                       f"{'on disk' if c['on_disk'] else 'in RAM'}, HNSW m {c['hnsw_m']}")
         if s["last_run"]:
             lr = s["last_run"]
             if lr["outcome"] == "unfinished":  # killed, or running now: no report yet

@@ -200,6 +200,82 @@ def bench_command_lazily():
 cli.add_command(bench_command_lazily(), "bench")
 
 
+@cli.command("bench-store")
+@opt("--workdir", type=click.Path(path_type=Path), required=True, envvar=None,
+     help="The store is filled here, and kept: run the command again to resume or to go on.")
+@opt("--steps", default="100k,500k,1M", show_default=True, envvar=None,
+     help="Sizes to measure at, in order (e.g. 100k,500k,1M,2M,5M).")
+@opt("--dim", "dimension", type=int, default=384, show_default=True, envvar=None,
+     help="Vector dimension (1024 bge-m3, 768 EmbeddingGemma, 256 its Matryoshka cut, 384 minilm).")
+@opt("--quantization", type=click.Choice(["none", "int8", "binary"]), default="int8",
+     show_default=True, envvar=None, help="Quantized copy of the vectors searched first.")
+@opt("--on-disk/--no-on-disk", default=True, show_default=True, envvar=None,
+     help="Original vectors memory-mapped from disk (else held in RAM).")
+@opt("--hnsw-m", type=int, default=16, show_default=True, envvar=None, help="HNSW edges per node.")
+@opt("--hnsw-ef-construct", type=int, default=100, show_default=True, envvar=None,
+     help="HNSW build-time candidates.")
+@opt("--hnsw-ef", type=int, default=256, show_default=True, envvar=None,
+     help="HNSW search-time candidates.")
+@opt("--oversampling", type=float, default=None, envvar=None,
+     help="Candidates per result before rescoring (default: 2 for int8, 4 for binary).")
+@opt("--max-segment-mb", type=int, default=256, show_default=True, envvar=None,
+     help="The optimiser's largest merge result in MB (0: Qdrant's default, from the CPU count).")
+@opt("--points-per-book", type=int, default=560, show_default=True, envvar=None,
+     help="Points per book (5M points / 8,982 books is 560).")
+@opt("--corpus", type=click.Path(path_type=Path), default=None, envvar="ALEXANDRIA_CORPUS",
+     help="A folder of EPUBs whose text the chunks are sampled from.")
+@opt("--queries", type=int, default=200, show_default=True, envvar=None,
+     help="Searches per latency measurement (recall uses the first 50).")
+@opt("--max-seconds", type=float, default=None, envvar=None,
+     help="Stop filling after this long (run again to resume): for machines with a time limit.")
+@opt("--nightly/--no-nightly", default=True, show_default=True, envvar=None,
+     help="At each step, also a nightly run's writes (10 changed, 5 removed, 5 added, 20 retitled "
+          "books) and the index build after them.")
+@opt("--grid-ef", default=None, envvar=None,
+     help="Instead of filling: search the store in --workdir with each of these HNSW ef values "
+          "(e.g. default,128,256).")
+@opt("--grid-oversampling", default=None, envvar=None,
+     help="Instead of filling: ... and each of these oversampling factors (e.g. 1,2,4).")
+@opt("--json", "json_file", type=click.Path(path_type=Path), default=None, envvar=None,
+     help="Each step's results are written here as soon as measured; steps in it are not redone.")
+def bench_store_cmd(grid_ef, grid_oversampling, workdir, steps, dimension, quantization, on_disk,
+                    hnsw_m, hnsw_ef_construct, hnsw_ef, oversampling, max_segment_mb,
+                    points_per_book, corpus,
+                    queries, max_seconds, nightly, json_file) -> None:
+    """Fill an embedded store to millions of points in steps; measure writes, index builds,
+    search latency and recall, memory and disk at each."""
+
+    def run() -> int:
+        from alexandria.store.config import StoreConfig
+        from alexandria.tools.bench.store_scale import ScaleOptions, parse_steps, render, run_scale
+
+        config = StoreConfig(quantization=quantization, on_disk=on_disk, hnsw_m=hnsw_m,
+                             hnsw_ef_construct=hnsw_ef_construct, hnsw_ef=hnsw_ef,
+                             oversampling=oversampling, max_segment_mb=max_segment_mb or None)
+        opts = ScaleOptions(workdir=workdir, steps=parse_steps(steps), dimension=dimension,
+                            config=config, points_per_book=points_per_book, corpus=corpus,
+                            queries=queries, recall_queries=min(50, queries),
+                            max_seconds=max_seconds, nightly=nightly)
+        if grid_ef or grid_oversampling:
+            from alexandria.tools.bench.store_scale import render_grid, search_grid, write_json
+
+            def values(text, kind):
+                return [None if v.strip() in ("", "default") else kind(v) for v in
+                        (text or "default").split(",")]
+
+            rows = search_grid(opts, values(grid_ef, int), values(grid_oversampling, float),
+                               progress=lambda m: click.echo(m, err=True))
+            if json_file:
+                write_json(json_file, {"grid": rows})
+            click.echo(render_grid(rows))
+            return EXIT_OK
+        result = run_scale(opts, json_file, progress=lambda m: click.echo(m, err=True))
+        click.echo(render(result))
+        return EXIT_OK
+
+    sys.exit(guard(run))
+
+
 @cli.command("doctor")
 @opt("--directory", type=click.Path(path_type=Path), default=None,
      help="Also check this library.")

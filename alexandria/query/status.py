@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from alexandria.store.config import read_config
 from alexandria.store.location import Location
 from alexandria.store.manifest import Manifest
 from alexandria.store.sparse_fill import collection_vectors
@@ -45,6 +46,7 @@ def status(where: Location, verify: bool = False, read_only: bool = False) -> di
     out: dict[str, Any] = {
         "collection": collection, "manifest": str(mpath), "books": books, "totals": totals,
         "last_run": _last_run(last), "vectors": collection_vectors(where),
+        "store_config": _store_config(where),
     }
     if verify:
         s = where.open_store() if rows else None
@@ -63,6 +65,14 @@ def status(where: Location, verify: bool = False, read_only: bool = False) -> di
         totals["store_points"] = sum(b["store_points"] for b in books) + sum(
             o["store_points"] for o in out["orphans"])
     return out
+
+
+def _store_config(where: Location) -> dict[str, Any] | None:
+    """The embedded collection's configuration, as created (None: a server, or no collection)."""
+    shard = where.store / where.collection
+    if where.url or not (shard / "edge_config.json").is_file():
+        return None
+    return read_config(shard).to_dict()
 
 
 def _last_run(last: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -210,8 +210,12 @@ class Ingest:
             self.failures.check()  # the writer died after the last submit: still the run's failure
             if isinstance(store, StoreProcess):  # where the store's own time went, to find its bound
                 self.stage.update({f"store_{k}": v for k, v in store.seconds().items()})
-            if not self.stop:  # a complete run: a bulk-loaded server collection is indexed now
+            if not self.stop:
+                # A complete run: the store indexes what it wrote (an embedded shard's HNSW and
+                # quantized vectors, a bulk-loaded server collection's HNSW).
+                indexing = time.perf_counter()
                 store.finish()
+                self.stage["index"] = time.perf_counter() - indexing
             self._finish_report(started, vram)
             outcome = "interrupted" if self.stop else ("failed" if self.report.books_failed else "ok")
             manifest.finish_run(run_id, outcome, self._summary_dict())
@@ -265,7 +269,8 @@ class Ingest:
             if self._open_store_with is not None:
                 return self._open_store_with(self.where, dimension, server)
             if not opts.qdrant_url and not opts.store_process:  # in-process: holds the shard alone
-                return EdgeStore(self.where.store, self.collection, dimension)
+                return EdgeStore(self.where.store, self.collection, dimension,
+                                 self.where.store_config)
             return self.where.open_store(dimension, **server)
         except CollectionMissing:
             if embedder is None:

@@ -91,6 +91,10 @@ class IngestOptions:
     embed_retry_budget: float = 300.0  # no endpoint answering for this long fails the run
     embed_batch: int | None = None  # texts per request (default 32; per URL: #batch=N)
     embed_concurrency: int | None = None  # requests in flight per endpoint (default 4)
+    # A new embedded collection's configuration (alexandria.store.config); None: the default.
+    quantization: str | None = None
+    on_disk: bool | None = None
+    hnsw_m: int | None = None
 
     def chunk_settings(self) -> ChunkSettings:
         return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap,
@@ -101,7 +105,9 @@ class IngestOptions:
         """Where this run's vectors live (built once; every stage of the run uses it)."""
         return Location.of(self.model, store=self.store, url=self.qdrant_url, api_key=self.api_key,
                            collection=self.collection, manifest=self.manifest,
-                           settings=self.chunk_settings())
+                           settings=self.chunk_settings(),
+                           store_config={"quantization": self.quantization,
+                                         "on_disk": self.on_disk, "hnsw_m": self.hnsw_m})
 
     def check(self) -> None:
         """One sentence per mistake in the options, before anything is loaded."""

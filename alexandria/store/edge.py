@@ -24,6 +24,14 @@ from alexandria.store.base import (
     plain_vector,
     short_error,
 )
+from alexandria.store.config import (
+    DEFAULT,
+    KEYWORD_INDEXES,
+    StoreConfig,
+    check_same,
+    read_config,
+    write_config,
+)
 from alexandria.store.sparse import (
     RRF_K,
     SPARSE,
@@ -38,7 +46,10 @@ from alexandria.store.sparse import (
 class EdgeStore(VectorStore):
     """Qdrant Edge: the real engine in-process, one shard per collection under DIR/<collection>."""
 
-    def __init__(self, root: Path, collection: str, dimension: int | None) -> None:
+    def __init__(self, root: Path, collection: str, dimension: int | None,
+                 config: dict[str, Any] | None = None) -> None:
+        """config: the StoreConfig fields a user asked for (None or absent: not asked). A new
+        shard is created with DEFAULT and them; an existing one keeps its own and refuses others."""
         import qdrant_edge as qe
 
         self.qe = qe
@@ -55,13 +66,17 @@ class EdgeStore(VectorStore):
                         f"Collection {collection!r} in {self.path.parent} holds {stored}-dimensional "
                         f"vectors but the model makes {dimension}; use another --collection."
                     )
+                self.config = read_config(self.path)
+                check_same(self.path, self.config, config or {})
                 self.shard = _load_shard(qe, self.path)
                 self.sparse = SPARSE in edge_vectors(existing)["sparse"]
             elif dimension is None:
                 raise CollectionMissing(collection, f"in {self.path.parent}")
             else:
                 self.path.mkdir(parents=True, exist_ok=True)
-                self.shard = _create_shard(qe, self.path, dimension)
+                self.config = DEFAULT.with_options(**(config or {}))
+                write_config(self.path, self.config)
+                self.shard = _create_shard(qe, self.path, dimension, self.config)
                 self.sparse = True
             _drop_leftovers(self.path)
         except UsageError:
@@ -198,6 +213,7 @@ class EdgeStore(VectorStore):
         qe = self.qe
         mode = check_mode(mode)
         flt = self._filter(must, must_not)
+        params = self.config.search_params(qe)
         if mode != "dense" and not self.sparse:
             raise UsageError(no_sparse(self.collection, f"in {self.path.parent}"))
         dense = qe.Query.Nearest(list(vector)) if mode != "sparse" else None
@@ -207,11 +223,11 @@ class EdgeStore(VectorStore):
             n = prefetch_limit(limit)
             request = qe.QueryRequest(
                 limit=limit, with_payload=True, filter=flt, query=qe.Fusion.Rrf(k=RRF_K),
-                prefetches=[qe.Prefetch(limit=n, query=dense, filter=flt),
+                prefetches=[qe.Prefetch(limit=n, query=dense, filter=flt, params=params),
                             qe.Prefetch(limit=n, query=sparse, filter=flt)])
         else:
             request = qe.QueryRequest(limit=limit, query=dense or sparse, with_payload=True,
-                                      filter=flt)
+                                      filter=flt, params=params if dense else None)
         return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
 
     def vectors(self) -> dict[str, Any]:
@@ -234,7 +250,8 @@ class EdgeStore(VectorStore):
             shutil.rmtree(build)
         build.mkdir(parents=True)
         dimension = edge_vectors(self.path / "edge_config.json")["dense"]
-        new = _create_shard(qe, build, dimension)
+        write_config(build, self.config)
+        new = _create_shard(qe, build, dimension, self.config)
         filled, offset = 0, None
         try:
             while True:
@@ -291,6 +308,23 @@ class EdgeStore(VectorStore):
             return {}
         return {str(r.id): dict(r.payload or {}) for r in self.shard.retrieve(list(ids), True, False)}
 
+    def store_config(self) -> dict[str, Any]:
+        """The configuration this shard was created with (status reports it)."""
+        return self.config.to_dict()
+
+    def optimize(self) -> bool:
+        """Build the HNSW index and quantized vectors of what was written since the last time
+        (Qdrant Edge never does it in the background: unindexed points are searched by brute
+        force). Blocking; True when there was something to do."""
+        try:
+            return bool(self.shard.optimize())
+        except Exception as e:
+            raise StoreError(self._why("optimising", e)) from e
+
+    def finish(self) -> None:
+        """A run completed: index what it wrote, so searches stop scanning it."""
+        self.optimize()
+
     def flush(self) -> None:
         try:
             self.shard.flush()
@@ -307,14 +341,14 @@ BUILD = ".sparse-build"  # beside DIR/<collection>: the copy add_sparse makes
 OLD = ".before-sparse"  # the old shard between the two renames of the swap
 
 
-def _create_shard(qe, path: Path, dimension: int):
-    """A new shard: the unnamed dense vector (cosine), the sparse one (IDF), a book_key index."""
-    config = qe.EdgeConfig(
-        vectors=qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine),
-        sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
-    )
-    shard = qe.EdgeShard.create(str(path), config)
-    shard.update(qe.UpdateOperation.create_field_index("book_key", qe.PayloadSchemaType.Keyword))
+def _create_shard(qe, path: Path, dimension: int, config: StoreConfig):
+    """A new shard: the unnamed dense vector (cosine, as `config` stores and indexes it), the
+    sparse one (IDF), keyword indexes on the fields searches filter on."""
+    edge = config.edge_config(qe, dimension, sparse_vectors={
+        SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)})
+    shard = qe.EdgeShard.create(str(path), edge)
+    for name in KEYWORD_INDEXES:
+        shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
     shard.flush()
     return shard
 

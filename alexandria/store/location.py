@@ -54,11 +54,15 @@ class Location:
     api_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
     manifest: Path = DEFAULT_STORE / MANIFEST_NAME
     settings: ChunkSettings = field(default_factory=ChunkSettings)
+    # The embedded store's configuration options a user gave (alexandria.store.config: None or
+    # absent = not given): a new collection is created with them, an existing one must match.
+    store_config: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
     @classmethod
     def of(cls, model: str | ModelSpec = "bge-m3", *, store: Path | str | None = None,
            url: str | None = None, api_key: str | None = None, collection: str | None = None,
-           manifest: Path | str | None = None, settings: ChunkSettings | None = None) -> Location:
+           manifest: Path | str | None = None, settings: ChunkSettings | None = None,
+           store_config: dict[str, Any] | None = None) -> Location:
         spec = model if isinstance(model, ModelSpec) else resolve_model(model)
         settings = settings or ChunkSettings()
         folder = Path(store).expanduser() if store is not None else DEFAULT_STORE
@@ -70,6 +74,7 @@ class Location:
             api_key=api_key or None,
             manifest=Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME,
             settings=settings,
+            store_config={k: v for k, v in (store_config or {}).items() if v is not None} or None,
         )
 
     @classmethod
@@ -133,7 +138,8 @@ class Location:
         `server` goes to ServerStore: timeout, prefer_grpc, retry (RetryPolicy), bulk_load,
         wrap_client.
         """
-        return open_store(self.collection, dimension, self.store, self.url, self.api_key, **server)
+        return open_store(self.collection, dimension, self.store, self.url, self.api_key,
+                          store_config=self.store_config, **server)
 
 
 def unrecorded(where: Location) -> StoredCollection:
@@ -150,8 +156,12 @@ def fingerprint(settings: ChunkSettings, max_seq_length: int) -> str:
 
 def open_store(collection: str, dimension: int | None, store_dir: Path | None = None,
                qdrant_url: str | None = None, api_key: str | None = None,
-               **server: Any) -> VectorStore:
+               store_config: dict[str, Any] | None = None, **server: Any) -> VectorStore:
     if qdrant_url:
+        if store_config:
+            raise UsageError(
+                f"{', '.join('--' + k.replace('_', '-') for k in store_config)} configure the "
+                "embedded store; a Qdrant server's collection is configured on the server.")
         from alexandria.store.server import ServerStore
 
         if qdrant_url.startswith("local:"):  # qdrant-client's in-process mode, used by tests
@@ -160,4 +170,5 @@ def open_store(collection: str, dimension: int | None, store_dir: Path | None = 
     from alexandria.store.process import StoreProcess
 
     # The shard's owner process serves it (alexandria.store.owner): a search during an ingest works.
-    return cast(VectorStore, StoreProcess(Path(store_dir or DEFAULT_STORE), collection, dimension))
+    return cast(VectorStore, StoreProcess(Path(store_dir or DEFAULT_STORE), collection, dimension,
+                                          store_config))

@@ -46,6 +46,7 @@ from typing import Any
 
 from alexandria.errors import UsageError
 from alexandria.store.base import StoreError
+from alexandria.store.config import check_same
 from alexandria.store.edge import EdgeStore, edge_dimension
 
 log = logging.getLogger("alexandria")
@@ -105,9 +106,10 @@ class Owner:
         threading.Thread(target=self.serve, args=(conn,), name="alexandria-owner-client",
                          daemon=True).start()
 
-    def _open(self, dimension: int | None) -> None:
+    def _open(self, dimension: int | None, config: dict[str, Any] | None = None) -> None:
         """Called under the lock: the shard opened once, for the first client that needs it."""
         if self.store is not None:
+            check_same(self.path, self.store.config, config or {})
             stored = edge_dimension(self.path / "edge_config.json")
             if dimension is not None and stored is not None and stored != dimension:
                 raise UsageError(
@@ -115,19 +117,19 @@ class Owner:
                     f"vectors but the model makes {dimension}; use another --collection.")
             return
         if self.snapshot is not None:  # reopened after an idle moment: the same private copy
-            self.store = EdgeStore(self.snapshot, self.collection, dimension)
+            self.store = EdgeStore(self.snapshot, self.collection, dimension, config)
             return
         if (self.path / "edge_config.json").is_file() and not writable(self.path):
             copy = Path(tempfile.mkdtemp(prefix="alexandria-snapshot-"))
             try:
                 shutil.copytree(self.path, copy / self.collection, symlinks=True)
-                self.store = EdgeStore(copy, self.collection, dimension)
+                self.store = EdgeStore(copy, self.collection, dimension, config)
             except BaseException:
                 shutil.rmtree(copy, ignore_errors=True)
                 raise
             self.snapshot = copy
             return
-        self.store = EdgeStore(self.root, self.collection, dimension)
+        self.store = EdgeStore(self.root, self.collection, dimension, config)
 
     def release_if_last(self, leaving: int) -> None:
         """The last client is leaving (`leaving` still counted): close the shard now, so that once

@@ -44,14 +44,15 @@ CONNECT_S = 60.0  # how long a client tries to reach (or start) the owner before
 class StoreProcess:
     """An EdgeStore served by its owner process: the same methods, each one a call over a socket."""
 
-    def __init__(self, root: Path, collection: str, dimension: int | None) -> None:
+    def __init__(self, root: Path, collection: str, dimension: int | None,
+                 store_config: dict[str, Any] | None = None) -> None:
         self._lock = threading.Lock()
         self._closed = False
         self._died: str | None = None
         self._unanswered = 0  # writes sent, their answers not yet read
         self.collection = collection
         self.path = Path(root).expanduser().absolute() / collection
-        self._conn, opened, self._started = connect(self.path, dimension)
+        self._conn, opened, self._started = connect(self.path, dimension, store_config)
         self.owner_pid = opened["pid"]
         if opened.get("snapshot"):
             log.warning("the store %s is read-only: searching a private copy of it in %s",
@@ -138,7 +139,7 @@ class StoreProcess:
             self._conn.close()
 
 
-def connect(shard: Path, dimension: int | None
+def connect(shard: Path, dimension: int | None, store_config: dict[str, Any] | None = None
             ) -> tuple[Connection, dict[str, Any], subprocess.Popen | None]:
     """A connection to the shard's owner, started here if nobody answers, its 'open' answer and the
     owner this client started (if it did)."""
@@ -161,7 +162,7 @@ def connect(shard: Path, dimension: int | None
             continue
         try:
             try:
-                conn.send(("open", (dimension,), {}))
+                conn.send(("open", (dimension, store_config), {}))
             except OSError:  # closed at once: a refusal may be waiting to be read
                 pass
             ok, value = conn.recv()

@@ -1,0 +1,134 @@
+"""An embedded collection's configuration: chosen when it is created, stored beside the shard,
+reported by status, and kept by every later opening (never silently changed)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from alexandria import Location, status
+from alexandria.errors import UsageError
+from alexandria.store.base import PointData
+from alexandria.store.config import CONFIG_NAME, DEFAULT, LEGACY, StoreConfig, read_config
+from alexandria.store.edge import EdgeStore
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets")
+
+
+def unit_points(book: str, n: int, dim: int = 8) -> list[PointData]:
+    out = []
+    for i in range(n):
+        v = [0.0] * dim
+        v[i % dim] = 1.0
+        v[(i + 1) % dim] = 0.1 * (i // dim + 1)
+        out.append(PointData(f"00000000-0000-0000-0000-{i:012d}", v,
+                             {"book_key": book, "chunk_index": i, "authors": ["A"]}))
+    return out
+
+
+def engine_config(root) -> tuple:
+    """What Qdrant Edge recorded of the vectors and the index (it adds resolved defaults on load)."""
+    record = json.loads((root / "c" / "edge_config.json").read_text())
+    return record["vectors"], record["hnsw_config"]
+
+
+def test_the_options_given_are_stored_with_a_new_collection_and_status_reports_them(tmp_path):
+    where = Location.of("minilm", store=tmp_path, collection="c",
+                        store_config={"quantization": "binary", "on_disk": False, "hnsw_m": 24})
+    store = where.open_store(8)
+    try:
+        store.upsert(unit_points("a", 40))
+        store.flush()
+        assert store.store_config()["quantization"] == "binary"
+    finally:
+        store.close()
+    stored = json.loads((tmp_path / "c" / CONFIG_NAME).read_text())
+    assert (stored["quantization"], stored["on_disk"], stored["hnsw_m"]) == ("binary", False, 24)
+    edge = json.loads((tmp_path / "c" / "edge_config.json").read_text())
+    assert "binary" in json.dumps(edge).lower()  # the engine's own record agrees
+    reported = status(Location.of("minilm", store=tmp_path, collection="c"))["store_config"]
+    assert (reported["quantization"], reported["on_disk"], reported["hnsw_m"]) == (
+        "binary", False, 24)
+
+
+def test_status_prints_the_configuration_of_the_store(tmp_path):
+    store = EdgeStore(tmp_path, "alexandria_minilm", 8, {"quantization": "none"})
+    store.close()
+    out = run_cli("status", "--model", "minilm", "--store", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert "store: quantization none, vectors on disk, HNSW m 16" in out.stdout
+
+
+def test_a_new_collection_without_options_gets_the_default(tmp_path):
+    store = EdgeStore(tmp_path, "c", 8)
+    store.close()
+    assert read_config(tmp_path / "c") == DEFAULT
+
+
+def test_an_existing_store_is_opened_with_its_own_configuration(tmp_path):
+    first = EdgeStore(tmp_path, "c", 8, {"quantization": "binary", "hnsw_m": 32})
+    first.upsert(unit_points("a", 20))
+    first.close()
+    engine_record = engine_config(tmp_path)
+
+    again = Location.of("minilm", store=tmp_path, collection="c").open_store(8)  # no options
+    try:
+        assert again.store_config()["quantization"] == "binary"
+        assert again.store_config()["hnsw_m"] == 32
+        assert again.count() == 20
+    finally:
+        again.close()
+    with pytest.raises(UsageError, match=r"quantization='binary' \(asked 'int8'\).*keeps its"):
+        EdgeStore(tmp_path, "c", 8, {"quantization": "int8"})
+    asked = Location.of("minilm", store=tmp_path, collection="c",
+                        store_config={"hnsw_m": 16, "quantization": None})
+    with pytest.raises(UsageError, match=r"hnsw_m=32 \(asked 16\)"):
+        asked.open_store(8)  # through the shard's owner process too
+    same = EdgeStore(tmp_path, "c", 8, {"quantization": "binary"})  # the same choice is fine
+    same.close()
+    assert read_config(tmp_path / "c").quantization == "binary"
+    assert engine_config(tmp_path) == engine_record
+
+
+def test_a_store_from_before_configurations_were_recorded_keeps_qdrants_defaults(tmp_path):
+    EdgeStore(tmp_path, "c", 8, {"quantization": "none", "on_disk": False}).close()
+    (tmp_path / "c" / CONFIG_NAME).unlink()
+    store = EdgeStore(tmp_path, "c", 8)
+    try:
+        assert store.config == LEGACY
+    finally:
+        store.close()
+    assert not (tmp_path / "c" / CONFIG_NAME).exists()  # opening it wrote nothing new
+
+
+@pytest.mark.parametrize("quantization", ["none", "int8", "binary"])
+def test_each_quantization_finds_the_nearest_point_after_the_index_is_built(tmp_path, quantization):
+    store = EdgeStore(tmp_path, "c", 8, {"quantization": quantization})
+    try:
+        store.upsert(unit_points("a", 64))
+        store.flush()
+        store.finish()  # builds what the configuration asks for
+        target = unit_points("a", 64)[13]
+        hits = store.search(target.vector, 3)
+        assert hits[0].id == target.id
+        hits = store.search(target.vector, 3, must={"authors": "A", "book_key": "a"})
+        assert hits[0].id == target.id
+    finally:
+        store.close()
+
+
+def test_bad_configuration_options_are_one_sentence():
+    with pytest.raises(UsageError, match="--quantization must be one of none, int8, binary"):
+        StoreConfig(quantization="pq")
+    with pytest.raises(UsageError, match="--hnsw-m must be between 4 and 128"):
+        StoreConfig(hnsw_m=2)
+
+
+def test_configuration_options_with_a_server_url_are_refused(tmp_path):
+    where = Location.of("minilm", store=tmp_path, url="http://127.0.0.1:9",
+                        store_config={"quantization": "int8"})
+    with pytest.raises(UsageError, match="--quantization configure the embedded store"):
+        where.open_store(8)
