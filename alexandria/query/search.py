@@ -88,6 +88,8 @@ def search(query: str, opts: SearchOptions | None = None) -> list[Result]:
     opts = opts or SearchOptions()
     if not query.strip():
         raise UsageError("The query is empty: give the words to search for.")
+    if opts.mode:
+        check_mode(opts.mode)  # a mistyped mode is one sentence before anything loads
     try:
         searcher = Searcher(opts)
     except UsageError:

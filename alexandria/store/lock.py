@@ -27,6 +27,9 @@ except ImportError:  # Windows
 EXIT_LOCKED = 75  # EX_TEMPFAIL: cron wrappers and systemd treat it as "try again later"
 LOCK_NAME = "alexandria.lock"
 RETRY_S = 0.2
+# A probe (status, search, serve) holds the lock for an instant to learn whether a run holds it:
+# a run starting in that instant tries this long before it calls the lock busy.
+PROBE_GRACE_S = 0.5
 # Windows locks a byte range and blocks other handles from reading it: lock a byte far past the
 # JSON so a second run can still read who holds the lock.
 _WIN_LOCK_OFFSET = 1 << 30
@@ -116,7 +119,7 @@ class RunLock:
         if self._fd is not None:
             return
         fd = _open(self.path, create=True)
-        deadline = time.monotonic() + self.wait_s
+        deadline = time.monotonic() + max(self.wait_s, PROBE_GRACE_S)
         try:
             while not _try_lock(fd, self.path):
                 remaining = deadline - time.monotonic()

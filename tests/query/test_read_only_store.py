@@ -53,6 +53,7 @@ def tree(folder: Path) -> dict[str, tuple[int, int]]:
             for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow  # an ingest, then four commands in a private mount namespace
 def test_a_read_only_store_is_searched_verified_and_planned_and_left_untouched(tmp_path, small_epubs):
     if not can_bind_mount():
         pytest.skip("needs root and a private mount namespace (unshare -m)")

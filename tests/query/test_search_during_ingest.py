@@ -75,6 +75,7 @@ def check_ingest(proc, store: Path, books: int) -> None:
     assert s["totals"]["store_points"] == sum(b["stored_points"] for b in s["books"]) > 0
 
 
+@pytest.mark.slow  # three real ingests
 def test_a_long_running_reader_searches_through_three_ingests_in_a_row(tmp_path, small_epubs):
     lib, store = tmp_path / "lib", tmp_path / "store"
     lib.mkdir()
@@ -95,6 +96,7 @@ def test_a_long_running_reader_searches_through_three_ingests_in_a_row(tmp_path,
     assert searches[-1]["hits"] == 3  # the last ones see the stored books
 
 
+@pytest.mark.slow  # a few real ingests
 def test_searches_at_random_moments_of_a_few_ingests_all_answer(tmp_path, small_library):
     """Start-up, mid-book, the last flush: a search fired at any moment of an ingest answers."""
     check_searches_during_ingests(tmp_path, small_library, tries=2)
