@@ -4,7 +4,9 @@ clear 4xx errors, and the API key when one is set."""
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -75,6 +77,22 @@ def test_health_and_the_openapi_description(server):
     assert status == 200 and "/api/search" in schema["paths"]
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def log_in(server: Server, key: str) -> tuple[int, str]:
+    """POST the login form: its status and the cookie it sets."""
+    body = urllib.parse.urlencode({"key": key}).encode()
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(server.url + "/login", data=body, timeout=60) as r:
+            return r.status, r.headers.get("set-cookie") or ""
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("set-cookie") or ""
+
+
 def test_with_a_key_every_request_needs_it(served_store, tmp_path):
     key = "correct-horse-battery-staple"
     s = Server(served_store, tmp_path / "serve.log", env={"ALEXANDRIA_SERVE_API_KEY": key})
@@ -87,5 +105,11 @@ def test_with_a_key_every_request_needs_it(served_store, tmp_path):
         assert s.get("/api/health", {"Authorization": f"Bearer {key}"})[0] == 200
         status, hits = s.get("/api/search?q=whale+oil", {"X-API-Key": key})
         assert status == 200 and hits
+        # The page takes the key once, in its form, and keeps a cookie that is not the key.
+        assert log_in(s, "not-the-key")[0] == 401
+        status, cookie = log_in(s, key)
+        assert status == 303 and cookie.startswith("alexandria_session=") and key not in cookie
+        page_status, page = s.get("/library", {"Cookie": cookie.split(";")[0]})
+        assert page_status == 200 and "A Short History of Whaling" in page
     finally:
         s.stop()
