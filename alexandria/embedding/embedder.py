@@ -26,15 +26,6 @@ DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16":
           "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
-def check_device_names(device: str) -> None:
-    """A misspelt --device is one sentence at once, before torch is imported or a book is read."""
-    for part in (device or "auto").split(","):
-        name = part.strip().lower()
-        if name in ("auto", "cpu", "cuda", "") or (name.startswith("cuda:") and name[5:].isdigit()):
-            continue
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {part.strip()!r}.")
-
-
 def resolve_device(device: str) -> str:
     import torch
 

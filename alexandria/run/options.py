@@ -94,7 +94,7 @@ class IngestOptions:
 
     def check(self) -> None:
         """One sentence per mistake in the options, before anything is loaded."""
-        from alexandria.embedding.embedder import check_device_names
+        from alexandria.embedding.devices import check_device_names
 
         check_device_names(self.device)
         if self.batch_size < 1:
