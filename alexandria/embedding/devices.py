@@ -1,4 +1,4 @@
-"""Device names, checked before anything heavy is imported."""
+"""Device names, checked before torch is imported (the embedder resolves them against the machine)."""
 
 from __future__ import annotations
 

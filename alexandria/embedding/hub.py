@@ -36,14 +36,7 @@ def go_offline() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     from huggingface_hub import constants
 
-    constants.HF_HUB_OFFLINE = True
-    try:  # transformers keeps its own copy of the flag
-        import transformers.utils.hub as th
-
-        if hasattr(th, "_is_offline_mode"):
-            th._is_offline_mode = True  # noqa: SLF001 (no public setter)
-    except ImportError:
-        pass
+    constants.HF_HUB_OFFLINE = True  # what huggingface_hub.is_offline_mode(), hence transformers, reads
 
 
 def hub_reachable() -> bool:

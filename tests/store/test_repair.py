@@ -65,5 +65,6 @@ def test_corrupt_manifest_then_repair(small_library, tmp_path):
     proc = run_cli(*ingest_args(store, "--directory", small_library, "--report", report))
     assert proc.returncode == 0, proc.stderr
     r = json.loads(report.read_text())
-    assert r["books_done"] == 0 and r["books_unchanged"] == 4 and r["device"] == "", r
+    assert r["books_done"] == 0 and r["books_unchanged"] == 4, r
+    assert "loading model" not in proc.stderr and r["device"] == "cpu", r  # named, never loaded
     assert status_json(store)["mismatches"] == 0
