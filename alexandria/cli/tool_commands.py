@@ -218,8 +218,8 @@ cli.add_command(bench_command_lazily(), "bench")
      help="HNSW search-time candidates.")
 @opt("--oversampling", type=float, default=None, envvar=None,
      help="Candidates per result before rescoring (default: 2 for int8, 4 for binary).")
-@opt("--max-segment-mb", type=int, default=256, show_default=True, envvar=None,
-     help="The optimiser's largest merge result in MB (0: Qdrant's default, from the CPU count).")
+@opt("--max-segment-mb", type=int, default=None, envvar=None,
+     help="The optimiser's largest merge result in MB (default: Qdrant's, from the CPU count).")
 @opt("--points-per-book", type=int, default=560, show_default=True, envvar=None,
      help="Points per book (5M points / 8,982 books is 560).")
 @opt("--corpus", type=click.Path(path_type=Path), default=None, envvar="ALEXANDRIA_CORPUS",

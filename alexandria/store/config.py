@@ -38,9 +38,9 @@ class StoreConfig:
     hnsw_ef: int | None = 256
     oversampling: float | None = None  # None: OVERSAMPLING[quantization]
     # The optimiser's largest merge result (MB; None: Qdrant's default, from the CPU count). A
-    # merge rebuilds the HNSW graph of every segment it takes in: bounded, a night's new segment is
-    # never merged into the big one a first ingest made (docs/performance.md).
-    max_segment_mb: int | None = 256
+    # merge rebuilds the HNSW graph of every segment it takes in; whether a cap pays is still to be
+    # measured at size (docs/performance.md), so new collections keep Qdrant's default.
+    max_segment_mb: int | None = None
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -102,7 +102,7 @@ DEFAULT = StoreConfig()
 # index, a filter reads every point's payload (an author filter took 0.3 s at 3,000 points).
 KEYWORD_INDEXES = ("book_key", "authors", "tags", "language")
 # A shard made before configurations were recorded: Qdrant Edge's defaults, as it was created.
-LEGACY = StoreConfig(quantization="none", on_disk=False, hnsw_ef=None, max_segment_mb=None)
+LEGACY = StoreConfig(quantization="none", on_disk=False, hnsw_ef=None)
 
 
 def read_config(shard: Path) -> StoreConfig:
