@@ -209,6 +209,8 @@ class RemoteEmbedder:
     _cond: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _closed: bool = False
     _closing: threading.Event = field(default_factory=threading.Event, repr=False)
+    _tasks: threading.BoundedSemaphore = field(default_factory=threading.BoundedSemaphore,
+                                               repr=False)  # batches out, at most the pool's threads
     _last_answer: float = 0.0  # when any endpoint last answered a batch: the retry budget's start
 
     # --- set-up -------------------------------------------------------------------------------
@@ -226,6 +228,7 @@ class RemoteEmbedder:
             limits=httpx.Limits(max_connections=total + len(self.endpoints),
                                 max_keepalive_connections=total + len(self.endpoints)))
         self._pool = ThreadPoolExecutor(max_workers=max(1, total), thread_name_prefix="alexandria-embed")
+        self._tasks = threading.BoundedSemaphore(max(1, total))
         want = expected_dimension(self.spec)
         dims: dict[str, int] = {}
         for e in self.endpoints:
@@ -329,22 +332,21 @@ class RemoteEmbedder:
 
     def submit_texts(self, texts: list[str], should_stop: Callable[[], bool] | None = None
                      ) -> PendingRemote | None:
-        """Hand the texts out in batches as endpoint slots free up; return once all are out
-        (None if stopped first)."""
+        """Hand the texts out in batches as the pool has room; return once all are out (None if
+        stopped first). Each batch is cut to the size of the endpoint it will most likely go to
+        (the least-loaded one that is up); the endpoint itself is taken when the batch runs."""
         n = len(texts)
         batches: list[tuple[list[int], Future]] = []
         pos = 0
         while pos < n:
             if should_stop is not None and should_stop():
                 return None
-            e = self._take_slot(should_stop)
-            if e is None:
+            if not self._room(should_stop):
                 return None
-            rows = list(range(pos, min(n, pos + e.batch)))
+            rows = list(range(pos, min(n, pos + self._next_endpoint().batch)))
             pos = rows[-1] + 1
-            batch = [texts[i] for i in rows]
             assert self._pool is not None
-            batches.append((rows, self._pool.submit(self._embed_batch, e, batch)))
+            batches.append((rows, self._pool.submit(self._run_batch, [texts[i] for i in rows])))
         return PendingRemote(n, self.dimension, batches)
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -354,6 +356,28 @@ class RemoteEmbedder:
 
     def encode_query(self, query: str) -> list[float]:
         return self.encode_texts([self.spec.query_text(query)])[0].tolist()
+
+    def _room(self, should_stop: Callable[[], bool] | None) -> bool:
+        """Wait until fewer batches are out than the pool has threads: a batch waiting in the
+        pool's queue holds nothing, so a batch being retried always finds a slot."""
+        while not self._closed:
+            if self._tasks.acquire(timeout=0.05):
+                return True
+            if should_stop is not None and should_stop():
+                return False
+        return False
+
+    def _next_endpoint(self) -> Endpoint:
+        with self._cond:
+            now = time.monotonic()
+            up = [e for e in self.endpoints if e.up(now)] or self.endpoints
+            return min(up, key=Endpoint.load)
+
+    def _run_batch(self, texts: list[str]) -> np.ndarray:
+        try:
+            return self._embed_batch(texts)
+        finally:
+            self._tasks.release()
 
     def _take_slot(self, should_stop: Callable[[], bool] | None) -> Endpoint | None:
         """A free slot, taken: on the least-loaded endpoint that is up, or, while every endpoint
@@ -378,10 +402,11 @@ class RemoteEmbedder:
                     return None
         return None
 
-    def _embed_batch(self, first: Endpoint, texts: list[str]) -> np.ndarray:
-        """One batch, retried on transient failures over the endpoints that are up, until it
-        succeeds; the run fails once no endpoint has answered anything for retry_budget_s."""
-        e: Endpoint | None = first
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        """One batch, in a free slot of the least-loaded endpoint that is up, retried on transient
+        failures the same way, until it succeeds; the run fails once no endpoint has answered
+        anything for retry_budget_s."""
+        e: Endpoint | None = None
         wait = BACKOFF_S[0]
         while True:
             if e is None:

@@ -45,10 +45,12 @@ def sample_texts(folder: Path, spec, want_tokens: int) -> tuple[list[str], int]:
     tokens = 0
     for path in books:
         prepared = prepare(PrepareTask(str(path), str(path), "epub", path.stem))
-        texts += chunk_texts(prepared, 0, len(prepared.chunks), spec.document_template, max_len)
-        tokens += prepared.tokens
-        if tokens >= want_tokens:
-            break
+        book_texts = chunk_texts(prepared, 0, len(prepared.chunks), spec.document_template, max_len)
+        for text, chunk in zip(book_texts, prepared.chunks, strict=True):
+            texts.append(text)
+            tokens += chunk.tokens
+            if tokens >= want_tokens:
+                return texts, tokens
     if not texts:
         raise UsageError(f"No book in {folder} could be read and chunked.")
     return texts, tokens
@@ -59,7 +61,8 @@ def time_endpoint(remote: RemoteEmbedder, texts: list[str], tokens: int, batch: 
     e = remote.endpoints[0]
     e.batch, e.concurrency, e.limit = batch, concurrency, concurrency
     try:
-        remote.encode_texts(texts[: batch * concurrency])  # warm: connections, the server's shapes
+        # warm: connections and the server's shapes, on at most a quarter of the sample
+        remote.encode_texts(texts[: min(batch * concurrency, max(1, len(texts) // 4))])
         started = time.perf_counter()
         remote.encode_texts(texts)
         seconds = time.perf_counter() - started

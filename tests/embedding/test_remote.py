@@ -105,14 +105,17 @@ def test_a_wrong_number_of_vectors_fails_the_batch_loudly():
 
 
 def test_a_server_gone_past_the_retry_budget_fails_the_run_naming_it():
+    """More batches than the pool has threads: the batches being retried must still find slots
+    (a first version let queued batches hold them all, and the run hung)."""
     server = TinyServer(Behaviour()).__enter__()
-    remote = connect(MINILM, [server.url + "/v1/embeddings"], retry_budget_s=1.5)
+    remote = connect(MINILM, [server.url + "/v1/embeddings"], retry_budget_s=1.5, batch=1,
+                     concurrency=2)
     server.__exit__()
     try:
         started = time.monotonic()
         with pytest.raises(RunFailure, match=rf"No embedding server answered for 1.5 s: "
                                              rf"{server.url}/v1/embeddings \(cannot connect"):
-            remote.encode_texts(["a"])
+            remote.encode_texts(["a", "b", "c", "d", "e", "f"])
         assert time.monotonic() - started < 10
     finally:
         remote.close()
@@ -156,5 +159,5 @@ def test_a_batch_answered_with_too_many_vectors_stops_the_run_and_is_never_store
     assert proc.returncode == 74, proc.stderr
     assert "answered a batch of 4 texts with 5 vectors for 4 texts" in proc.stderr
     assert "Traceback" not in proc.stderr
-    status = status_json(tmp_path / "store")
-    assert status["totals"]["done"] == 0 and status["mismatches"] == 0
+    status = status_json(tmp_path / "store")  # a book done before the bad batch stays done
+    assert status["totals"]["done"] < 4 and status["mismatches"] == 0

@@ -242,16 +242,27 @@ def test_tune_writes_each_servers_best_settings_and_the_next_run_uses_them(serve
 
 def test_a_server_of_another_model_is_refused_at_start(tmp_path, library):
     """A real infinity serving minilm with a 128-wide Dense layer on top: another model, of
-    another dimension, than the --model minilm the run names."""
+    another dimension, than the --model minilm the run names. The folder is minilm's own with a
+    Dense module added by hand, in the config format of infinity's older sentence-transformers."""
     need_infinity()
-    from sentence_transformers import SentenceTransformer, models
+    import torch
+    from safetensors.torch import save_file
 
     from alexandria.embedding.models import resolve_model
 
-    base = SentenceTransformer(resolve_model("minilm").source, device="cpu")
-    other = SentenceTransformer(modules=[*base, models.Dense(384, 128)], device="cpu")
     folder = tmp_path / "minilm-128"
-    other.save(str(folder))
+    shutil.copytree(resolve_model("minilm").source, folder)
+    (folder / "3_Dense").mkdir()
+    (folder / "3_Dense" / "config.json").write_text(json.dumps({
+        "in_features": 384, "out_features": 128, "bias": True,
+        "activation_function": "torch.nn.modules.activation.Tanh"}))
+    weights = torch.randn(128, 384, generator=torch.Generator().manual_seed(0)) / 20
+    save_file({"linear.weight": weights, "linear.bias": torch.zeros(128)},
+              str(folder / "3_Dense" / "model.safetensors"))
+    modules = json.loads((folder / "modules.json").read_text())
+    modules.append({"idx": 3, "name": "3", "path": "3_Dense",
+                    "type": "sentence_transformers.models.Dense"})
+    (folder / "modules.json").write_text(json.dumps(modules))
     server = Infinity(tmp_path / "logs", model=str(folder), name="other").start()
     try:
         server.wait_ready()
