@@ -165,6 +165,9 @@ def ingest_options(f):
                  "(default) or held in RAM."),
         opt("--hnsw-m", type=int, default=None,
             help="Embedded store, new collection: HNSW edges per node (default 16)."),
+        opt("--sparse/--no-sparse", default=None,
+            help="Embedded store, new collection: a sparse (BM25) vector beside the dense one for "
+                 "hybrid search (default); --no-sparse: dense only, no word weights to compute."),
     ]):
         f = decorator(f)
     return f

@@ -95,6 +95,7 @@ class IngestOptions:
     quantization: str | None = None
     on_disk: bool | None = None
     hnsw_m: int | None = None
+    sparse: bool | None = None  # a new collection's sparse vectors (None: the default, on)
 
     def chunk_settings(self) -> ChunkSettings:
         return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap,
@@ -107,7 +108,8 @@ class IngestOptions:
                            collection=self.collection, manifest=self.manifest,
                            settings=self.chunk_settings(),
                            store_config={"quantization": self.quantization,
-                                         "on_disk": self.on_disk, "hnsw_m": self.hnsw_m})
+                                         "on_disk": self.on_disk, "hnsw_m": self.hnsw_m,
+                                         "sparse": self.sparse})
 
     def check(self) -> None:
         """One sentence per mistake in the options, before anything is loaded."""

@@ -41,6 +41,10 @@ class StoreConfig:
     # merge rebuilds the HNSW graph of every segment it takes in; whether a cap pays is still to be
     # measured at size (docs/performance.md), so new collections keep Qdrant's default.
     max_segment_mb: int | None = None
+    # A sparse (BM25) vector beside the dense one in each chunk's point, for sparse and hybrid
+    # search. Computed from the chunk text in the process that owns the shard; --no-sparse leaves
+    # that work out where it would bound a fast GPU run (docs/performance.md).
+    sparse: bool = True
 
     def __post_init__(self) -> None:
         if self.quantization not in QUANTIZATIONS:
@@ -102,7 +106,7 @@ DEFAULT = StoreConfig()
 # index, a filter reads every point's payload (an author filter took 0.3 s at 3,000 points).
 KEYWORD_INDEXES = ("book_key", "authors", "tags", "language")
 # A shard made before configurations were recorded: Qdrant Edge's defaults, as it was created.
-LEGACY = StoreConfig(quantization="none", on_disk=False, hnsw_ef=None)
+LEGACY = StoreConfig(quantization="none", on_disk=False, hnsw_ef=None, sparse=False)
 
 
 def read_config(shard: Path) -> StoreConfig:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +67,11 @@ class EdgeStore(VectorStore):
                         f"Collection {collection!r} in {self.path.parent} holds {stored}-dimensional "
                         f"vectors but the model makes {dimension}; use another --collection."
                     )
-                self.config = read_config(self.path)
+                self.sparse = SPARSE in edge_vectors(existing)["sparse"]
+                # What the shard holds, whatever its record says (a record may predate sparse).
+                self.config = replace(read_config(self.path), sparse=self.sparse)
                 check_same(self.path, self.config, config or {})
                 self.shard = _load_shard(qe, self.path)
-                self.sparse = SPARSE in edge_vectors(existing)["sparse"]
             elif dimension is None:
                 raise CollectionMissing(collection, f"in {self.path.parent}")
             else:
@@ -77,7 +79,7 @@ class EdgeStore(VectorStore):
                 self.config = DEFAULT.with_options(**(config or {}))
                 write_config(self.path, self.config)
                 self.shard = _create_shard(qe, self.path, dimension, self.config)
-                self.sparse = True
+                self.sparse = self.config.sparse
             _drop_leftovers(self.path)
         except UsageError:
             raise
@@ -250,6 +252,7 @@ class EdgeStore(VectorStore):
             shutil.rmtree(build)
         build.mkdir(parents=True)
         dimension = edge_vectors(self.path / "edge_config.json")["dense"]
+        self.config = replace(self.config, sparse=True)
         write_config(build, self.config)
         new = _create_shard(qe, build, dimension, self.config)
         filled, offset = 0, None
@@ -345,7 +348,7 @@ def _create_shard(qe, path: Path, dimension: int, config: StoreConfig):
     """A new shard: the unnamed dense vector (cosine, as `config` stores and indexes it), the
     sparse one (IDF), keyword indexes on the fields searches filter on."""
     edge = config.edge_config(qe, dimension, sparse_vectors={
-        SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)})
+        SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if config.sparse else None)
     shard = qe.EdgeShard.create(str(path), edge)
     for name in KEYWORD_INDEXES:
         shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))

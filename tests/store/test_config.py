@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -98,10 +99,26 @@ def test_a_store_from_before_configurations_were_recorded_keeps_qdrants_defaults
     (tmp_path / "c" / CONFIG_NAME).unlink()
     store = EdgeStore(tmp_path, "c", 8)
     try:
-        assert store.config == LEGACY
+        assert store.config == replace(LEGACY, sparse=True)  # the shard's own vectors say sparse
     finally:
         store.close()
     assert not (tmp_path / "c" / CONFIG_NAME).exists()  # opening it wrote nothing new
+
+
+def test_a_collection_made_with_no_sparse_holds_dense_vectors_only_and_keeps_it(tmp_path):
+    store = Location.of("minilm", store=tmp_path, collection="c",
+                        store_config={"sparse": False}).open_store(8)
+    try:
+        store.upsert(unit_points("a", 10))
+        store.flush()
+        assert store.vectors() == {"dense": 8, "sparse": []}
+        assert store.store_config()["sparse"] is False
+    finally:
+        store.close()
+    with pytest.raises(UsageError, match=r"sparse=False \(asked True\)"):
+        EdgeStore(tmp_path, "c", 8, {"sparse": True})
+    out = run_cli("ingest", "--help")
+    assert "--no-sparse" in out.stdout
 
 
 @pytest.mark.parametrize("quantization", ["none", "int8", "binary"])
