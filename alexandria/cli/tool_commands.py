@@ -287,11 +287,10 @@ def doctor_cmd(directory, no_load_model, model, device, dtype, store, qdrant_url
     """Check Python, packages, CUDA, the model, the store, the library, disk and the lock."""
 
     def run() -> int:
-        from alexandria.store.location import Location
-        from alexandria.tools.doctor import exit_code, render_table, run_checks
+        from alexandria.tools.doctor import exit_code, location_for, render_table, run_checks
 
-        where = Location.of(model, store=store, url=qdrant_url, api_key=api_key(),
-                            collection=collection, manifest=manifest)
+        where = location_for(model, store=store, url=qdrant_url, api_key=api_key(),
+                             collection=collection, manifest=manifest)
         checks = run_checks(where, device, directory, load_model=not no_load_model)
         click.echo(render_table(checks))
         return exit_code(checks)

@@ -15,9 +15,14 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 from alexandria.store.edge import EdgeStore  # noqa: E402
-from alexandria.store.location import Location  # noqa: E402
 from alexandria.store.manifest import Manifest  # noqa: E402
-from alexandria.tools.doctor import Check, exit_code, render_table, run_checks  # noqa: E402
+from alexandria.tools.doctor import (  # noqa: E402
+    Check,
+    exit_code,
+    location_for,
+    render_table,
+    run_checks,
+)
 from tests.conftest import CALIBRE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,9 +32,9 @@ def checks_for(store: Path, **kw) -> list[Check]:
     args = dict(model="minilm", device="cpu", store=store, qdrant_url=None, api_key=None,
                 collection=None, directory=None, manifest=None, load_model=False)
     args.update(kw)
-    where = Location.of(args["model"], store=args["store"], url=args["qdrant_url"],
-                        api_key=args["api_key"], collection=args["collection"],
-                        manifest=args["manifest"])
+    where = location_for(args["model"], store=args["store"], url=args["qdrant_url"],
+                         api_key=args["api_key"], collection=args["collection"],
+                         manifest=args["manifest"])
     return run_checks(where, args["device"], args["directory"], load_model=args["load_model"])
 
 

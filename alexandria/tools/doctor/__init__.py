@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alexandria.tools.doctor.environment import check_cuda, check_packages, check_python
 from alexandria.tools.doctor.files import check_disk, check_library, check_lock, check_manifest
@@ -17,6 +17,19 @@ from alexandria.tools.doctor.report import STATUSES, Check, guarded, one_line, s
 
 if TYPE_CHECKING:
     from alexandria.store.location import Location
+
+
+def location_for(model: str, **where: Any) -> Location:
+    """The Location the checks run on. A model name Alexandria refuses (no such folder, not a hub
+    id) still gets one, so that its row fails and the other checks run."""
+    from alexandria.embedding.models import ModelSpec
+    from alexandria.errors import UsageError
+    from alexandria.store.location import Location
+
+    try:
+        return Location.of(model, **where)
+    except UsageError:
+        return Location.of(ModelSpec(model, model), **where)
 
 
 def run_checks(where: Location, device: str = "auto", directory: Path | None = None,
@@ -70,4 +83,4 @@ def exit_code(checks: list[Check]) -> int:
     return 1 if any(c.status == "fail" for c in checks) else 0
 
 
-__all__ = ["Check", "exit_code", "render_table", "run_checks", "summary"]
+__all__ = ["Check", "exit_code", "location_for", "render_table", "run_checks", "summary"]
