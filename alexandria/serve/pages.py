@@ -42,7 +42,10 @@ def grouped(results: list[Result], query: str) -> list[dict[str, Any]]:
             "calibre_id": r.payload.get("calibre_id"), "lang": html_lang(r.payload.get("language")),
             "series": r.payload.get("series"), "hits": []})
         book["hits"].append({
-            "score": r.score, "chapter": r.chapter, "chunk_index": r.chunk_index,
+            # The cosine where known (a hybrid hit's from the dense search): a reader can judge it,
+            # where a fused rank score (about 0.03 at best) says nothing.
+            "score": r.similarity if r.similarity is not None else r.score,
+            "chapter": r.chapter, "chunk_index": r.chunk_index,
             "segments": segments(r.text, query),
             "parent": (r.parent or {}).get("text") if r.parent else None})
     return list(books.values())
