@@ -55,9 +55,10 @@ class Library:
         """`alexandria status --json`, read-only: with what the store recorded of the collection
         (model, dtype, chunker, dimension), as the command adds it."""
         out = status(self.where, read_only=True)
-        found = self.searcher.opts.find()[1]
-        out.update(model=found.model, dtype=found.dtype, chunker=found.chunker,
-                   dimension=found.dimension)
+        if self.searcher is not None:
+            found = self.searcher.opts.find()[1]
+            out.update(model=found.model, dtype=found.dtype, chunker=found.chunker,
+                       dimension=found.dimension)
         return out
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
