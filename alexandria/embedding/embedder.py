@@ -170,14 +170,34 @@ class Embedder:
     timeline: Any = None  # alexandria.embedding.timeline.Timeline while the benchmark records one
 
     @property
-    def dimension(self) -> int:
+    def full_dimension(self) -> int:
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
 
     @property
+    def dimension(self) -> int:
+        """The vectors' length: the model's, or its Matryoshka cut (--dims)."""
+        return min(self.spec.dims or self.full_dimension, self.full_dimension)
+
+    @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        longest = self.model.max_seq_length
+        if longest is None or longest == float("inf"):  # a static model reads any length
+            return STATIC_MAX_LENGTH
+        return int(longest)
+
+    @property
+    def static(self) -> bool:
+        """A static (model2vec) model: token vectors averaged, no transformer."""
+        return is_static(self.model)
+
+    def cut(self, vectors: np.ndarray) -> np.ndarray:
+        """--dims: the first N dimensions, normalised again (EmbeddingGemma is trained for it)."""
+        if not self.spec.dims or self.spec.dims >= vectors.shape[1]:
+            return vectors
+        vectors = np.ascontiguousarray(vectors[:, :self.spec.dims])
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def tokenizer_json(self) -> str:
         return self.model.tokenizer.backend_tokenizer.to_str()
@@ -198,7 +218,7 @@ class Embedder:
                         convert_to_numpy=True,
                         show_progress_bar=False,
                     )
-                return np.asarray(vectors, dtype=np.float32)
+                return self.cut(np.asarray(vectors, dtype=np.float32))
             except torch.OutOfMemoryError:
                 if batch_size <= 1:
                     raise
@@ -339,6 +359,8 @@ class Embedder:
             if isinstance(inputs, _packed.Packed):
                 return _packed.forward(self.model, inputs, transfer)
             input_ids, attention = (transfer(torch.from_numpy(a)) for a in inputs)
+            if self.static:
+                return self.model(static_features(input_ids, attention))["sentence_embedding"]
             return self.model({"input_ids": input_ids, "attention_mask": attention})["sentence_embedding"]
 
         with self._lock, torch.inference_mode():
@@ -353,6 +375,8 @@ class Embedder:
                 log.warning("torch.compile failed (%s); running the model uncompiled", str(e)[:200])
                 self._uncompile()
                 out = run()
+            if self.spec.dims and self.spec.dims < out.shape[-1]:
+                out = out[..., :self.spec.dims]
             return torch.nn.functional.normalize(out.float(), dim=-1)
 
     def compile(self, backend: Any = "inductor") -> bool:
@@ -368,6 +392,8 @@ class Embedder:
         if self.compiled:
             return True
         if backend == "inductor" and not self.device.startswith("cuda"):
+            return False
+        if self.spec.backend != "torch" or self.static:
             return False
         module = self.model[0].auto_model
         try:
@@ -397,6 +423,9 @@ class Embedder:
             why = "--packing off"
         elif mode == "auto" and not cuda:
             why = "not a CUDA device"
+        elif self.spec.backend != "torch" or self.static:
+            why = f"the {self.spec.backend} backend runs padded batches" if not self.static else (
+                "a static model has no attention to pack")
         elif cuda and torch.cuda.get_device_capability(self.device) < (8, 0):
             why = "the flash attention kernel needs compute capability 8.0"
         else:
@@ -504,33 +533,75 @@ class Embedder:
         return vector.tolist()
 
 
+# A static model's texts are cut at this many tokens (it has no window of its own; chunks are
+# never longer, and a longer query adds little to an average).
+STATIC_MAX_LENGTH = 8192
+
 _CACHE: dict[tuple[str, str, str], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def cache_key(source: str, device: str, dtype: str) -> tuple[str, str, str]:
+def cache_key(source: str, device: str, dtype: str, variant: str = "") -> tuple[str, str, str]:
     """"cuda" and "cuda:0" are one card: one model on it, not two."""
     if device == "cuda":
         import torch
 
         device = f"cuda:{torch.cuda.current_device()}"
-    return source, device, dtype
+    return f"{source}#{variant}" if variant else source, device, dtype
 
 
 def is_loaded(spec: ModelSpec, device: str, dtype: str) -> bool:
     """Whether this process already holds the model on that device in that dtype."""
     with _CACHE_LOCK:
-        return cache_key(spec.source, device, dtype) in _CACHE
+        return cache_key(spec.source, device, dtype, spec.variant) in _CACHE
+
+
+def is_static(model: Any) -> bool:
+    try:
+        first = model[0]
+    except (TypeError, IndexError, KeyError):
+        return False
+    return type(first).__name__ == "StaticEmbedding"
+
+
+def static_features(input_ids, attention) -> dict[str, Any]:
+    """Padded rows as a static model's input: their real tokens end to end, with row offsets."""
+    import torch
+
+    lengths = attention.sum(dim=1)
+    offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)[:-1]])
+    return {"input_ids": input_ids[attention.bool()], "offsets": offsets}
+
+
+def variant_device_dtype(spec: ModelSpec, device: str, dtype: str) -> tuple[str, str]:
+    """An ONNX variant runs on the CPU (onnxruntime's CPU build) in fp32 or int8 weights."""
+    if spec.backend == "openvino":
+        raise UsageError("--backend openvino needs optimum-intel[openvino], which requires "
+                         "transformers < 5 (Alexandria needs 5): use --backend onnx.")
+    if (device or "auto").strip().lower() not in ("auto", "cpu"):
+        raise UsageError(f"--backend {spec.backend} runs on the CPU: give --device cpu (or auto), "
+                         "or --backend torch for a GPU.")
+    if (dtype or "auto").strip().lower() not in ("auto", "fp32", "float32"):
+        raise UsageError(f"--backend {spec.backend} runs fp32 weights (or int8 with --quantize "
+                         "int8): leave --dtype at auto.")
+    return "cpu", spec.quantize or "float32"
 
 
 def get_embedder(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Embedder:
     """Loading bge-m3 takes seconds and GBs: never more than once per process."""
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device, spec)
-    key = cache_key(spec.source, device, dtype)
+    if spec.backend != "torch":
+        device, dtype = variant_device_dtype(spec, device, dtype)
+    else:
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device, spec)
+    key = cache_key(spec.source, device, dtype, spec.variant)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Embedder(spec, device, dtype, _load(spec, device, dtype))
+            embedder = Embedder(spec, device, dtype, _load(spec, device, dtype))
+            if spec.dims and spec.dims > embedder.full_dimension:
+                raise UsageError(f"--dims {spec.dims} is more than the {embedder.full_dimension} "
+                                 f"dimensions {spec.name} makes.")
+            _CACHE[key] = embedder
         return _CACHE[key]
 
 
@@ -544,6 +615,10 @@ def quiet_libraries() -> None:
 
 def _load(spec: ModelSpec, device: str, dtype: str):
     quiet_libraries()
+    if spec.backend == "onnx":
+        from alexandria.embedding.onnx import load_onnx
+
+        return load_onnx(spec, load_tokenizer_json(spec)[1])
     import torch
     from sentence_transformers import SentenceTransformer
 
