@@ -200,7 +200,9 @@ class Embedder:
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def tokenizer_json(self) -> str:
-        return self.model.tokenizer.backend_tokenizer.to_str()
+        tokenizer = self.model.tokenizer
+        # A static model holds a bare tokenizers.Tokenizer, not a transformers one.
+        return getattr(tokenizer, "backend_tokenizer", tokenizer).to_str()
 
     def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Normalised float32 rows in input order; a CUDA OOM halves the batch instead of failing."""
@@ -262,7 +264,7 @@ class Embedder:
             return PendingVectors(n, self.dimension, [])
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
-        pad_id = self.model.tokenizer.pad_token_id or 0
+        pad_id = getattr(self.model.tokenizer, "pad_token_id", None) or 0
         cuda = self.device.startswith("cuda")
         round_to = 16 if cuda else 1  # fewer distinct shapes (compiled kernels), tensor-core sizes
         timeline = self.timeline if cuda else None

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from alexandria.embedding.hub import local_folder
 from alexandria.embedding.models import ModelSpec
 from alexandria.errors import UsageError
 
@@ -66,23 +67,6 @@ def quant_flavour(flags: str | None = None, machine: str | None = None) -> str:
     if "avx512f" in words:
         return "avx512"
     return "avx2"
-
-
-def local_folder(spec: ModelSpec) -> Path:
-    """The model's files on this machine: its folder, or its snapshot in the Hugging Face cache
-    (downloaded first where the hub is reachable; alexandria.embedding.hub decides)."""
-    from alexandria.embedding.hub import ensure_loadable
-
-    if Path(spec.source).is_dir():
-        return Path(spec.source)
-    ensure_loadable(spec)
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(spec.source))
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(f"Model {spec.name!r} ({spec.source}) could not be found ({first[:200]}).") from e
 
 
 def export_dir(spec: ModelSpec) -> Path:
