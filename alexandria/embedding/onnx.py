@@ -128,7 +128,7 @@ def export(spec: ModelSpec, folder: Path) -> Path:
     try:
         with torch.no_grad():
             torch.onnx.export(
-                Pipeline(model), (ids, mask), str(scratch / EXPORT_NAME), dynamo=True,
+                Pipeline(model).eval(), (ids, mask), str(scratch / EXPORT_NAME), dynamo=True,
                 input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
                 dynamic_shapes={"input_ids": {0: batch, 1: seq}, "attention_mask": {0: batch, 1: seq}},
                 external_data=True, verbose=False)
