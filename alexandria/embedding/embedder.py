@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,14 @@ from alexandria.embedding import packed as _packed
 from alexandria.embedding.hub import ensure_loadable
 from alexandria.embedding.models import ModelSpec
 from alexandria.embedding.timeline import Batch
+from alexandria.embedding.tokenizer import load_tokenizer_json, quiet_libraries  # noqa: F401 (also imported from here)
+from alexandria.embedding.variants import (
+    STATIC_MAX_LENGTH,
+    cut_dims,
+    is_static,
+    static_features,
+    variant_device_dtype,
+)
 from alexandria.errors import UsageError
 
 log = logging.getLogger("alexandria")
@@ -192,13 +199,6 @@ class Embedder:
         """A static (model2vec) model: token vectors averaged, no transformer."""
         return is_static(self.model)
 
-    def cut(self, vectors: np.ndarray) -> np.ndarray:
-        """--dims: the first N dimensions, normalised again (EmbeddingGemma is trained for it)."""
-        if not self.spec.dims or self.spec.dims >= vectors.shape[1]:
-            return vectors
-        vectors = np.ascontiguousarray(vectors[:, :self.spec.dims])
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-
     def tokenizer_json(self) -> str:
         tokenizer = self.model.tokenizer
         # A static model holds a bare tokenizers.Tokenizer, not a transformers one.
@@ -220,7 +220,7 @@ class Embedder:
                         convert_to_numpy=True,
                         show_progress_bar=False,
                     )
-                return self.cut(np.asarray(vectors, dtype=np.float32))
+                return cut_dims(np.asarray(vectors, dtype=np.float32), self.spec.dims)
             except torch.OutOfMemoryError:
                 if batch_size <= 1:
                     raise
@@ -535,10 +535,6 @@ class Embedder:
         return vector.tolist()
 
 
-# A static model's texts are cut at this many tokens (it has no window of its own; chunks are
-# never longer, and a longer query adds little to an average).
-STATIC_MAX_LENGTH = 8192
-
 _CACHE: dict[tuple[str, str, str], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -558,37 +554,6 @@ def is_loaded(spec: ModelSpec, device: str, dtype: str) -> bool:
         return cache_key(spec.source, device, dtype, spec.variant) in _CACHE
 
 
-def is_static(model: Any) -> bool:
-    try:
-        first = model[0]
-    except (TypeError, IndexError, KeyError):
-        return False
-    return type(first).__name__ == "StaticEmbedding"
-
-
-def static_features(input_ids, attention) -> dict[str, Any]:
-    """Padded rows as a static model's input: their real tokens end to end, with row offsets."""
-    import torch
-
-    lengths = attention.sum(dim=1)
-    offsets = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)[:-1]])
-    return {"input_ids": input_ids[attention.bool()], "offsets": offsets}
-
-
-def variant_device_dtype(spec: ModelSpec, device: str, dtype: str) -> tuple[str, str]:
-    """An ONNX variant runs on the CPU (onnxruntime's CPU build) in fp32 or int8 weights."""
-    if spec.backend == "openvino":
-        raise UsageError("--backend openvino needs optimum-intel[openvino], which requires "
-                         "transformers < 5 (Alexandria needs 5): use --backend onnx.")
-    if (device or "auto").strip().lower() not in ("auto", "cpu"):
-        raise UsageError(f"--backend {spec.backend} runs on the CPU: give --device cpu (or auto), "
-                         "or --backend torch for a GPU.")
-    if (dtype or "auto").strip().lower() not in ("auto", "fp32", "float32"):
-        raise UsageError(f"--backend {spec.backend} runs fp32 weights (or int8 with --quantize "
-                         "int8): leave --dtype at auto.")
-    return "cpu", spec.quantize or "float32"
-
-
 def get_embedder(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Embedder:
     """Loading bge-m3 takes seconds and GBs: never more than once per process."""
     if spec.backend != "torch":
@@ -605,14 +570,6 @@ def get_embedder(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> 
                                  f"dimensions {spec.name} makes.")
             _CACHE[key] = embedder
         return _CACHE[key]
-
-
-def quiet_libraries() -> None:
-    """transformers 5 prints a weight-loading bar per load; cron mail wants none of it."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("transformers", "sentence_transformers", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _load(spec: ModelSpec, device: str, dtype: str):
@@ -639,37 +596,3 @@ def _load(spec: ModelSpec, device: str, dtype: str):
             f"Model {spec.name!r} ({spec.source}) could not be loaded ({first[:200]}).") from e
     model.eval()
     return model
-
-
-def load_tokenizer_json(spec: ModelSpec) -> tuple[str, int]:
-    """Tokenizer and maximum length without loading weights, for --dry-run."""
-    quiet_libraries()
-    from transformers import AutoTokenizer
-
-    ensure_loadable(spec)
-    try:
-        tok = AutoTokenizer.from_pretrained(spec.source)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"The tokenizer of model {spec.name!r} could not be loaded ({first[:200]})."
-        ) from e
-    max_len = _sentence_max_length(spec.source) or min(int(tok.model_max_length), 8192)
-    return tok.backend_tokenizer.to_str(), max_len
-
-
-def _sentence_max_length(source: str) -> int | None:
-    import json
-
-    cfg = Path(source) / "sentence_bert_config.json"
-    if not cfg.is_file():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            cfg = Path(hf_hub_download(source, "sentence_bert_config.json"))
-        except Exception:
-            return None
-    try:
-        return int(json.loads(cfg.read_text())["max_seq_length"])
-    except (OSError, ValueError, KeyError):
-        return None

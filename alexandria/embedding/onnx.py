@@ -100,7 +100,7 @@ def export(spec: ModelSpec, folder: Path) -> Path:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from alexandria.embedding.embedder import quiet_libraries
+    from alexandria.embedding.tokenizer import quiet_libraries
 
     quiet_libraries()
     log.info("exporting %s to ONNX (once; cached in %s) …", spec.name, folder)

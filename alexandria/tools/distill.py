@@ -81,7 +81,7 @@ def distill(opts: DistillOptions, progress: Callable[[str], None] | None = None)
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from alexandria.embedding.embedder import load_tokenizer_json, quiet_libraries
+    from alexandria.embedding.tokenizer import load_tokenizer_json, quiet_libraries
     from alexandria.embedding.hub import local_folder
     from alexandria.embedding.models import resolve_model
 
