@@ -81,9 +81,9 @@ def distill(opts: DistillOptions, progress: Callable[[str], None] | None = None)
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from alexandria.embedding.tokenizer import load_tokenizer_json, quiet_libraries
     from alexandria.embedding.hub import local_folder
     from alexandria.embedding.models import resolve_model
+    from alexandria.embedding.tokenizer import load_tokenizer_json, quiet_libraries
 
     say = progress or (lambda _m: None)
     if opts.vocabulary_size < 100:

@@ -89,7 +89,9 @@ def _variants(corpus, model, device, variants, chunks, repeats, questions, quest
         raise UsageError("--variants compares CPU variants: give --device cpu.")
     books = tuple(b.strip() for b in (question_books or "").split(",") if b.strip())
     result = run_variants(corpus, model, parse_variants(variants, model), chunks, repeats,
-                          questions, books, progress=lambda m: click.echo(m, err=True))
+                          questions, books, progress=lambda m: click.echo(m, err=True),
+                          on_partial=(lambda partial: _write_json(json_file, partial)) if json_file
+                          else None)
     click.echo(render_variants(result))
     if json_file:
         _write_json(json_file, result)

@@ -137,7 +137,10 @@ def _resident_child(variant: Variant, texts: list[str]) -> float:
 def run_variants(corpus: Path, model: str, variants: list[Variant], chunks: int = 64,
                  repeats: int = 3, questions: Path | None = None,
                  question_books: tuple[str, ...] = (), top_k: int = 5,
-                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                 progress: Callable[[str], None] | None = None,
+                 on_partial: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """The comparison; `on_partial` gets the results so far after each phase (a run cut off by a
+    time limit keeps what it measured)."""
     from alexandria.embedding.embedder import cpu_has_bf16, get_embedder
 
     say = progress or (lambda _m: None)
@@ -171,24 +174,35 @@ def run_variants(corpus: Path, model: str, variants: list[Variant], chunks: int 
             cosines = (vectors[v.label] * ref).sum(axis=1)
             row["cosine_min"], row["cosine_mean"] = round(float(cosines.min()), 4), round(
                 float(cosines.mean()), 4)
-        say(f"{v.label}: resident memory …")
-        row["resident_mb"] = resident_mb(v, texts[:16])
         rows.append(row)
     result: dict[str, Any] = {"model": model, "chunks": len(texts), "tokens": tokens,
                               "repeats": repeats, "cpu_bf16": cpu_has_bf16(), "variants": rows}
+    _ratios(rows)
+    for v, row in zip(variants, rows, strict=True):
+        row["resident_mb"] = resident_mb(v, texts[:16])
+        say(f"{v.label}: {row['model_tokens_per_s']:.0f} tokens/s ({row['speedup_vs_fp32']}x fp32), "
+            f"cosine {row.get('cosine_min', '-')} / {row.get('cosine_mean', '-')}, "
+            f"{row['resident_mb']:.0f} MB resident")
+    if on_partial is not None:
+        on_partial(result)
     if questions is not None:
         result["questions"] = _quality(corpus, model, variants, rows, questions, question_books,
-                                       top_k, say)
+                                       top_k, say, lambda: on_partial(result) if on_partial else None)
+        _ratios(rows)
+    return result
+
+
+def _ratios(rows: list[dict[str, Any]]) -> None:
     base = next(r for r in rows if r["variant"] == "torch")
     for row in rows:
         row["speedup_vs_fp32"] = round(row["model_tokens_per_s"] / base["model_tokens_per_s"], 2)
         if row.get("e2e_tokens_per_s") and base.get("e2e_tokens_per_s"):
             row["e2e_speedup_vs_fp32"] = round(row["e2e_tokens_per_s"] / base["e2e_tokens_per_s"], 2)
-    return result
 
 
 def _quality(corpus: Path, model: str, variants: list[Variant], rows: list[dict[str, Any]],
-             questions: Path, books: tuple[str, ...], top_k: int, say) -> dict[str, Any]:
+             questions: Path, books: tuple[str, ...], top_k: int, say,
+             saved: Callable[[], None]) -> dict[str, Any]:
     from alexandria.tools.evaluate import EvalOptions, evaluate, load_questions
 
     asked = load_questions(questions)
@@ -208,6 +222,7 @@ def _quality(corpus: Path, model: str, variants: list[Variant], rows: list[dict[
         row.update({"hit@1": score.hit_at_1, f"hit@{top_k}": score.hit_at_k, "mrr": score.mrr,
                     "by_language": score.by_language, "ingest_s": score.ingest_s,
                     "e2e_tokens_per_s": round((reference_tokens or score.tokens) / score.ingest_s, 1)})
+        saved()
     return {"file": str(questions), "count": len(asked), "books": sorted({q.book for q in asked}),
             "languages": sorted({q.language for q in asked})}
 
