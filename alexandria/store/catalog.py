@@ -170,5 +170,5 @@ def choose(store: Path, manifest: Path, url: str | None, *, model: str | None = 
         raise UsageError(f"{where} has no collection for {asked or 'these options'}; it has: "
                          f"{listing}. Give the --model and --chunker of the ingest.")
     raise UsageError(f"{where} has {len(candidates)} collections{' for ' + asked if asked else ''}"
-                     f": {'; '.join(c.describe() for c in candidates)}. Choose one with --model "
-                     "and --chunker, or --collection.")
+                     f": {'; '.join(c.describe() for c in candidates)}. Choose one with --model, "
+                     "--chunker, --backend, --quantize and --dims, or --collection.")

@@ -107,12 +107,14 @@ def distill(opts: DistillOptions, progress: Callable[[str], None] | None = None)
         say(f"reading {len(books)} books of {opts.vocabulary_from} for the vocabulary …")
         texts = corpus_texts(books)
         source = f"the most frequent in {len(books)} books of {opts.vocabulary_from}"
-    keep = set(kept_ids(tokenizer, opts.vocabulary_size, texts))
+    model = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+    # Tokens past the embedding matrix (Gemma's image placeholder) have no vector to distill.
+    rows = model.get_input_embeddings().num_embeddings
+    keep = {i for i in kept_ids(tokenizer, opts.vocabulary_size, texts) if i < rows}
     say(f"keeping {len(keep)} of {len(tokenizer)} tokens ({source})")
     greedy = TokenizerModel.from_transformers_tokenizer(tokenizer).make_model_greedy()
     drop = [token for token, i in greedy.vocabulary.items() if i not in keep]
     pruned = greedy.remove_tokens_from_vocabulary(drop)
-    model = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
     model = reshape_embeddings(model, pruned)
     dims = min(opts.dims, len(keep), model.config.hidden_size)
     say(f"embedding {pruned.vocabulary_size} tokens with {spec.name} (the slow part) …")
