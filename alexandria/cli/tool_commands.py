@@ -211,7 +211,7 @@ cli.add_command(bench_command_lazily(), "bench")
      help="A folder of EPUBs (your library): keep the tokens most frequent in its books.")
 @opt("--vocabulary-size", type=int, default=16_000, show_default=True, envvar=None,
      help="Tokens kept. Each costs one forward pass of the model: EmbeddingGemma's full 262,144 "
-          "take hours on a small CPU, so the vocabulary is capped (without --vocabulary-from: "
+          "take about an hour on 2 cores, so the vocabulary is capped (without --vocabulary-from: "
           "the model's first, most frequent tokens).")
 def distill_cmd(model, out, dims, vocabulary_from, vocabulary_size) -> None:
     """Make a static model (model2vec) from MODEL: far faster on a CPU, somewhat worse results.

@@ -2,7 +2,7 @@
 
 model2vec embeds every token of the vocabulary once with the model and keeps the (PCA-reduced)
 vectors: embedding a text is then a lookup and an average. EmbeddingGemma has 262,144 tokens,
-one forward each: hours on a 2-core CPU. So the vocabulary is capped first: the
+one forward each: about an hour on 2 cores (docs/performance.md). So the vocabulary is capped: the
 `vocabulary_size` tokens most frequent in a library's books (`vocabulary_from`), or without one
 the first `vocabulary_size` of the model's vocabulary (SentencePiece orders it by frequency in its
 training data). The tokenizer is made greedy (longest match) before the cut, so every kept token
