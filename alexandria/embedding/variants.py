@@ -35,8 +35,9 @@ def static_features(input_ids, attention) -> dict[str, Any]:
 def variant_device_dtype(spec: ModelSpec, device: str, dtype: str) -> tuple[str, str]:
     """An ONNX variant runs on the CPU (onnxruntime's CPU build) in fp32 or int8 weights."""
     if spec.backend == "openvino":
-        raise UsageError("--backend openvino needs optimum-intel[openvino], which requires "
-                         "transformers < 5 (Alexandria needs 5): use --backend onnx.")
+        raise UsageError("--backend openvino is not available: it needs optimum-intel[openvino], "
+                         "which requires transformers < 5.6 (the tested one is 5.25); use "
+                         "--backend onnx.")
     if (device or "auto").strip().lower() not in ("auto", "cpu"):
         raise UsageError(f"--backend {spec.backend} runs on the CPU: give --device cpu (or auto), "
                          "or --backend torch for a GPU.")
