@@ -29,6 +29,8 @@ class PrepareTask:
     path: str
     fmt: str
     title: str  # the library's title, for a model's document prompt
+    # A plain file's "title" is its file name: the book's own title (EPUB dc:title) goes first.
+    title_is_file_name: bool = False
     # Into how many parts at most a big book's chunking may be split, and the text per part
     # (characters): 1 never splits (alexandria.run.ingest.Preparing sets both).
     max_parts: int = 1
@@ -138,7 +140,8 @@ def prepare(task: PrepareTask) -> PreparedBook:
         book.chapters = chunker.join_short(book.chapters)
         out.pages = page_map(book.chapters)
         template = _state.get("template")
-        title = task.title or book.title or "none"
+        first, second = (book.title, task.title) if task.title_is_file_name else (task.title, book.title)
+        title = first or second or "none"
         parts = _parts(book.chapters, chunker, task)
         if parts > 1:
             out.chapters, out.parts, out.prompt_title = book.chapters, parts, title

@@ -44,7 +44,7 @@ def sample_texts(folder: Path, spec, want_tokens: int) -> tuple[list[str], int]:
     texts: list[str] = []
     tokens = 0
     for path in books:
-        prepared = prepare(PrepareTask(str(path), str(path), "epub", path.stem))
+        prepared = prepare(PrepareTask(str(path), str(path), "epub", path.stem, title_is_file_name=True))
         book_texts = chunk_texts(prepared, 0, len(prepared.chunks), spec.document_template, max_len)
         for text, chunk in zip(book_texts, prepared.chunks, strict=True):
             texts.append(text)
