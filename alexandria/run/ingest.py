@@ -290,7 +290,8 @@ class Ingest:
         workers = self.opts.workers or default_workers(device)
         gpu = device.startswith("cuda")
         initargs = (self.tokenizer_json, self.max_seq_length, self.opts.chunk_settings(),
-                    self.spec.document_template, PREP_NICE if gpu else 0)
+                    self.spec.document_template, PREP_NICE if gpu else 0, True,
+                    self.opts.sparse is not False)
         cache = str(self.opts.extract_cache) if self.opts.extract_cache else None
         return Preparing(to_ingest, workers, initargs, self.failures, self.limits.part_chars, cache)
 
