@@ -35,10 +35,12 @@ for port in 7997 7998; do
   pids+=($!)
 done
 trap 'kill ${pids[@]} 2>/dev/null || true' EXIT
-for port in 7997 7998; do
+for i in 0 1; do
+  port=$((7997 + i))
   for _ in $(seq 180); do
     curl -sf -X POST "http://127.0.0.1:$port/embeddings" -H 'content-type: application/json' \
       -d '{"input":["ready?"],"model":"x"}' >/dev/null && break
+    kill -0 "${pids[$i]}" 2>/dev/null || { tail -20 "$OUT/infinity-$port.log"; exit 1; }
     sleep 1
   done
 done
