@@ -45,6 +45,9 @@ class Chunk:
     # text alone gives the same tokens (cut after whitespace at both ends, by a tokenizer that
     # splits at whitespace first), so the model inputs need not tokenize it again; None elsewhere.
     ids: Any = field(default=None, repr=False, compare=False)
+    # Its sparse term vector, (indices, values), where the run's book workers computed it (so the
+    # store's single owner process need not); None elsewhere.
+    sparse: Any = field(default=None, repr=False, compare=False)
 
 
 def plain_tokenizer(tokenizer_json: str) -> Tokenizer:

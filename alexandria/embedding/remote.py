@@ -15,8 +15,10 @@ least-loaded endpoint that is up; an endpoint that fails `DOWN_AFTER` times in a
 for `COOLDOWN_S` and tried again after that; once no endpoint has answered anything for
 `retry_budget_s`, a failing batch fails the run (RunFailure, exit 74, the endpoints named). A 429
 or a timeout also lowers that endpoint's concurrency by one (back up by one after `RECOVER_AFTER`
-successes). Retries take free slots like first tries: a slow server sent more work only gets
-slower, and a request that timed out is still being computed there.
+successes), and so does a server that slows down: a request that takes `SLOW_FACTOR` times its
+usual time per text (a running average over the requests that were not slow). Retries take free
+slots like first tries: a slow server sent more work only gets slower, and a request that timed
+out is still being computed there.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ DOWN_AFTER = 3  # failures in a row that take an endpoint out
 COOLDOWN_S = 5.0  # how long it stays out before it is tried again
 BACKOFF_S = (0.2, 5.0)  # first and longest wait between tries of one batch
 RECOVER_AFTER = 20  # successes in a row that give a lowered endpoint one more slot back
+SLOW_FACTOR = 3.0  # a request this many times slower per text than usual: the server slowed down
+SLOW_AFTER = 8  # requests timed before "usual" means anything
 PROBE_TEXT = "Alexandria checks the embedding server."
 # Where a bare http://host:port answers, in the order tried.
 ROUTES = (("openai", "/v1/embeddings"), ("openai", "/embeddings"), ("tei", "/embed"))
@@ -75,6 +79,8 @@ class Endpoint:
     rows: int = 0
     served_model: str | None = None
     last_error: str = ""
+    per_row_s: float = 0.0  # usual seconds per text: running average of the requests not slow
+    timed: int = 0
 
     @property
     def name(self) -> str:
@@ -413,6 +419,7 @@ class RemoteEmbedder:
                 e = self._take_slot(None)
                 if e is None:  # closed
                     raise RunFailure("the embedding servers were closed")
+            started = time.monotonic()
             try:
                 vectors = self._request(e, texts)
             except EndpointError as err:
@@ -437,7 +444,7 @@ class RemoteEmbedder:
                 self._closing.wait(pause)  # close() cuts the backoff short
                 wait = min(wait * 2, BACKOFF_S[1])
                 continue
-            self._succeeded(e, len(texts))
+            self._succeeded(e, len(texts), time.monotonic() - started)
             return vectors
 
     def _any_up_locked(self) -> bool:
@@ -459,7 +466,7 @@ class RemoteEmbedder:
                             "others go on", e.name, COOLDOWN_S, e.failures, err)
             self._cond.notify_all()
 
-    def _succeeded(self, e: Endpoint, rows: int) -> None:
+    def _succeeded(self, e: Endpoint, rows: int, seconds: float) -> None:
         with self._cond:
             self._last_answer = time.monotonic()
             e.in_flight -= 1
@@ -468,11 +475,28 @@ class RemoteEmbedder:
             e.failures = 0
             e.requests += 1
             e.rows += rows
+            per_row = seconds / max(1, rows)
+            if e.timed >= SLOW_AFTER and per_row > SLOW_FACTOR * e.per_row_s:
+                e.successes = 0  # a slow answer never counts towards a raise
+                if e.limit > 1:
+                    e.limit -= 1
+                    log.info("embedding server %s slowed down (%.0f ms a text, usually %.0f), "
+                             "concurrency lowered to %d", e.name, 1000 * per_row,
+                             1000 * e.per_row_s, e.limit)
+                self._cond.notify_all()
+                return
+            e.per_row_s = per_row if e.timed == 0 else 0.8 * e.per_row_s + 0.2 * per_row
+            e.timed += 1
             e.successes += 1
             if e.limit < e.concurrency and e.successes >= RECOVER_AFTER:
                 e.limit += 1
                 e.successes = 0
             self._cond.notify_all()
+
+    def rows_in_flight(self) -> int:
+        """Texts the endpoints hold at once with every slot busy: the run's groups are made at
+        least this big, or the servers would wait between groups."""
+        return sum(e.batch * e.concurrency for e in self.endpoints)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Requests and rows per endpoint so far (the report and the tests read it)."""

@@ -26,7 +26,8 @@ def dry_run(opts: IngestOptions, spec: ModelSpec, report: RunReport, books: list
             r.add(BookResult(b.key, b.title, path_text(b.path), status,
                              b.fail_reason or b.skip_reason))
             continue
-        prepared = prepare(PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title))
+        prepared = prepare(PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title,
+                                        title_is_file_name=b.calibre_id is None))
         if prepared.reason:
             r.add(BookResult(b.key, b.title, path_text(b.path), "failed", prepared.reason))
             continue

@@ -292,7 +292,8 @@ class Ingest:
         workers = self.opts.workers or default_workers(device)
         gpu = device.startswith("cuda")
         initargs = (self.tokenizer_json, self.max_seq_length, self.opts.chunk_settings(),
-                    self.spec.document_template, PREP_NICE if gpu else 0)
+                    self.spec.document_template, PREP_NICE if gpu else 0, True,
+                    self.opts.sparse is not False)
         cache = str(self.opts.extract_cache) if self.opts.extract_cache else None
         return Preparing(to_ingest, workers, initargs, self.failures, self.limits.part_chars, cache)
 
@@ -399,7 +400,12 @@ class Ingest:
         return bool(self.stop)
 
     def _token_budget(self) -> int:
-        return default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")
+        budget = default_token_budget(self.opts, self.max_seq_length, self.report.device or "cpu")
+        if self.opts.embed_urls and not self.opts.token_budget and self._embedders:
+            # a group fills every server slot (tuned servers hold more than a local budget)
+            rows = self._embedders[0].rows_in_flight()
+            budget = max(budget, rows * min(self.opts.chunk_tokens, self.max_seq_length))
+        return budget
 
     def _tune_embedder(self, embedder, books_to_embed: int) -> None:
         opts = self.opts

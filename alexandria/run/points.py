@@ -100,7 +100,9 @@ class PointsAssembler:
     def _points(self, book: BookInWriting, part: Part, vectors: Any) -> None:
         prepared, key = book.prepared, book.planned.book.key
         fields_of: list[dict[str, Any]] = []
-        for chunk in prepared.chunks[part.start:part.end]:
+        chunks = prepared.chunks[part.start:part.end]
+        sparse = [c.sparse for c in chunks] if any(c.sparse is not None for c in chunks) else None
+        for chunk in chunks:
             parent = chunk.kind == "parent"
             own = {"text": chunk.text, "chapter": chunk.chapter,
                    "chapter_index": chunk.chapter_index,
@@ -118,7 +120,8 @@ class PointsAssembler:
         batch = self.upsert_batch
         for start in range(0, len(fields_of), batch):
             end = start + batch
-            self.submit("points", PointBlock(book.base, fields_of[start:end], vectors[start:end]))
+            self.submit("points", PointBlock(book.base, fields_of[start:end], vectors[start:end],
+                                             sparse[start:end] if sparse else None))
 
     def _finish(self, book: BookInWriting) -> None:
         p, prepared, fields = book.planned, book.prepared, book.fields

@@ -29,6 +29,8 @@ class PrepareTask:
     path: str
     fmt: str
     title: str  # the library's title, for a model's document prompt
+    # A plain file's "title" is its file name: the book's own title (EPUB dc:title) goes first.
+    title_is_file_name: bool = False
     # Into how many parts at most a big book's chunking may be split, and the text per part
     # (characters): 1 never splits (alexandria.run.ingest.Preparing sets both).
     max_parts: int = 1
@@ -85,7 +87,7 @@ _state: dict[str, object] = {}
 
 def init_worker(
     tokenizer_json: str, max_seq_length: int, settings: ChunkSettings, document_template: str | None,
-    nice: int = 0, reuse_tokens: bool = True,
+    nice: int = 0, reuse_tokens: bool = True, sparse_terms: bool = False,
 ) -> None:
     """Set up a worker process; `reuse_tokens=False` tokenizes every chunk again (to measure
     what reusing a chapter's tokens saves)."""
@@ -104,6 +106,7 @@ def init_worker(
         chunker.reuse.kind = None
     _state["chunker"] = chunker
     _state["template"] = document_template
+    _state["sparse"] = sparse_terms
 
 
 @contextlib.contextmanager
@@ -138,7 +141,8 @@ def prepare(task: PrepareTask) -> PreparedBook:
         book.chapters = chunker.join_short(book.chapters)
         out.pages = page_map(book.chapters)
         template = _state.get("template")
-        title = task.title or book.title or "none"
+        first, second = (book.title, task.title) if task.title_is_file_name else (task.title, book.title)
+        title = first or second or "none"
         parts = _parts(book.chapters, chunker, task)
         if parts > 1:
             out.chapters, out.parts, out.prompt_title = book.chapters, parts, title
@@ -226,9 +230,22 @@ def chunk_chapters(out: PreparedBook, chapters: list, chunker: Chunker, template
         if allow_empty:
             return
         raise BookError("no-text", "no chapter has any text to embed")
+    if _state.get("sparse"):
+        add_sparse_terms(out.chunks)
     if strategy == "hierarchical":
         out.chunks += parent_chunks(chapters, out.chunks, chunker, reserved)
     out.token_ids = chunk_inputs(chunker, out.chunks, template, title)
+
+
+def add_sparse_terms(chunks: list[Chunk]) -> None:
+    """Each chunk's BM25 terms, here in a book worker: in the store's owner process they would
+    be one process's work for every chunk of a GPU-speed run."""
+    from alexandria.store.sparse import term_weights
+
+    weights = term_weights()
+    for c in chunks:
+        v = weights.document(c.text)
+        c.sparse = (list(v.indices), list(v.values))
 
 
 def document_text(template: object, title: str, text: str) -> str:

@@ -61,6 +61,7 @@ class Preparing:
             p = self._queue.popleft()
             b = p.book
             task = PrepareTask(b.key, str(b.path), b.fmt or "epub", b.title,
+                               title_is_file_name=b.calibre_id is None,
                                max_parts=self._max_parts, part_chars=self._part_chars,
                                extract_cache=self._extract_cache)
             self._inflight[self._pool.submit(prepare, task)] = b.key

@@ -63,6 +63,8 @@ class PointBlock:
     base: dict[str, Any]  # shared payload; must hold "book_key"
     fields: list[dict[str, Any]]  # each point's own payload keys: "kind", "chunk_index", ...
     vectors: Any  # float32 array, one row per point
+    # each point's sparse terms (indices, values) where the book workers computed them, else None
+    sparse: list[Any] | None = None
 
     def ids(self) -> list[str]:
         key = self.base["book_key"]

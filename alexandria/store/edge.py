@@ -138,10 +138,13 @@ class EdgeStore(VectorStore):
                 f"the disk holding {self.path} is nearly full ({free / 2**20:.0f} MB free, "
                 f"{want / 2**20:.0f} MB wanted to write safely); free some space")
 
-    def _vector(self, dense: Any, fields: dict[str, Any]) -> Any:
-        """The dense vector alone, or with the chunk's sparse one (collections made with it)."""
+    def _vector(self, dense: Any, fields: dict[str, Any], terms: Any = None) -> Any:
+        """The dense vector alone, or with the chunk's sparse one (collections made with it):
+        the terms a book worker computed, else computed here from the text."""
         if not self.sparse or not wants_sparse(fields):
             return dense
+        if terms is not None:
+            return {"": dense, SPARSE: self.qe.SparseVector(indices=terms[0], values=terms[1])}
         return {"": dense, SPARSE: term_weights().document(fields.get("text") or "")}
 
     def upsert(self, points: list[PointData]) -> None:
@@ -163,9 +166,10 @@ class EdgeStore(VectorStore):
         per_point = len(json.dumps(block.base)) + 512  # the chunk's own keys, besides its text
         self._check_space(vectors.nbytes + 4 * text + len(block.fields) * per_point)
         base = block.base
+        terms = block.sparse or [None] * len(block.fields)
         self._do(qe.UpdateOperation.upsert_points([
-            qe.Point(i, self._vector(memoryview(row), f), {**base, **f})
-            for i, f, row in zip(block.ids(), block.fields, vectors, strict=True)]))
+            qe.Point(i, self._vector(memoryview(row), f, t), {**base, **f})
+            for i, f, row, t in zip(block.ids(), block.fields, vectors, terms, strict=True)]))
 
     def delete_book(self, book_key: str) -> None:
         self._do(self.qe.UpdateOperation.delete_points_by_filter(self._book_filter(book_key)))

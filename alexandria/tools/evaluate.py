@@ -367,10 +367,10 @@ def _search_all(score: ChunkerScore, questions: list[Question], books: dict[str,
     from alexandria.query.search import SearchOptions, search
 
     extra: dict[str, Any] = {}
-    if score.mode != "dense":
-        if not _has_option(SearchOptions, "mode"):
-            raise UsageError(f"Search mode {score.mode!r} is not available in this version.")
+    if _has_option(SearchOptions, "mode"):  # always named: the search's own default is hybrid
         extra["mode"] = score.mode
+    elif score.mode != "dense":
+        raise UsageError(f"Search mode {score.mode!r} is not available in this version.")
     sopts = SearchOptions(model=opts.model, device=opts.device, dtype=opts.dtype, store=store_dir,
                           collection=collection, top_k=opts.top_k, **extra)
     t = time.perf_counter()

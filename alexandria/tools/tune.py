@@ -41,7 +41,7 @@ def sample_ids(folder: Path, tokenizer_json: str, max_seq_length: int, settings,
     init_worker(tokenizer_json, max_seq_length, settings, template)
     ids: list[np.ndarray] = []
     for path in books:
-        prepared = prepare(PrepareTask(str(path), str(path), "epub", path.stem))
+        prepared = prepare(PrepareTask(str(path), str(path), "epub", path.stem, title_is_file_name=True))
         ids.extend(prepared.token_ids)
         if sum(len(x) for x in ids) >= want_tokens:
             break

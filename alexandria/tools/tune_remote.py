@@ -44,7 +44,7 @@ def sample_texts(folder: Path, spec, want_tokens: int) -> tuple[list[str], int]:
     texts: list[str] = []
     tokens = 0
     for path in books:
-        prepared = prepare(PrepareTask(str(path), str(path), "epub", path.stem))
+        prepared = prepare(PrepareTask(str(path), str(path), "epub", path.stem, title_is_file_name=True))
         book_texts = chunk_texts(prepared, 0, len(prepared.chunks), spec.document_template, max_len)
         for text, chunk in zip(book_texts, prepared.chunks, strict=True):
             texts.append(text)
@@ -60,6 +60,7 @@ def time_endpoint(remote: RemoteEmbedder, texts: list[str], tokens: int, batch: 
                   concurrency: int) -> RemoteTrial:
     e = remote.endpoints[0]
     e.batch, e.concurrency, e.limit = batch, concurrency, concurrency
+    e.timed, e.per_row_s = 0, 0.0  # "usual" latency depends on the concurrency: learnt again
     try:
         # warm: connections and the server's shapes, on at most a quarter of the sample
         remote.encode_texts(texts[: min(batch * concurrency, max(1, len(texts) // 4))])

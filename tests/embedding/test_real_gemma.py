@@ -69,9 +69,11 @@ def test_chunks_get_the_document_prompt_and_searches_the_query_prompt(gemma, tmp
     finally:
         store.close()
     assert len(points) == report.chunks
-    # A file outside a calibre library is titled by its name (alexandria.sources.library), and
-    # that is the title its document prompt carries.
-    title = book.stem
+    # A file outside a calibre library: its document prompt carries the book's own title (the
+    # EPUB's dc:title), its file name only where the book has none.
+    from alexandria.sources.epub import extract_epub
+
+    title = extract_epub(book.read_bytes(), str(book)).title or book.stem
     texts = [p.payload["text"] for p in points]
     stored = np.asarray([p.vector for p in points], dtype=np.float32)
     st = gemma.model

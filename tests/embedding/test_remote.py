@@ -91,6 +91,22 @@ def test_429s_are_retried_and_lower_the_endpoints_concurrency():
             remote.close()
 
 
+def test_a_server_that_slows_down_gets_fewer_requests_at_once_and_every_vector_still_comes():
+    behaviour = Behaviour()
+    with TinyServer(behaviour) as server:
+        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=2, concurrency=4)
+        try:
+            remote.encode_texts([f"warm {i}" for i in range(40)])  # its usual speed: 20 requests
+            assert remote.stats()[server.url + "/v1/embeddings"]["concurrency"] == 4
+            behaviour.slow_after, behaviour.delay_s = behaviour.requests, 0.3
+            texts = [f"slow {i}" for i in range(16)]
+            vectors = remote.encode_texts(texts)
+            assert vectors.shape == (16, 384)
+            assert remote.stats()[server.url + "/v1/embeddings"]["concurrency"] < 4
+        finally:
+            remote.close()
+
+
 def test_a_wrong_number_of_vectors_fails_the_batch_loudly():
     behaviour = Behaviour()
     with TinyServer(behaviour) as server:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -20,6 +21,8 @@ class Behaviour:
     extra_vectors: int = 0  # answer this many vectors more than asked
     busy_first: int = 0  # the first N requests get 429
     after_ok: int | None = None  # once this many requests were answered, answer with extra_vectors
+    slow_after: int | None = None  # once this many requests were answered, each takes delay_s
+    delay_s: float = 0.0
     seen_auth: list = field(default_factory=list)
     requests: int = 0
 
@@ -49,6 +52,8 @@ class TinyServer:
                 if n <= b.busy_first:
                     return self._send(429, {"error": "busy"})
                 texts = body["input"]
+                if b.slow_after is not None and n > b.slow_after:
+                    time.sleep(b.delay_s)
                 extra = b.extra_vectors if b.after_ok is None or n > b.after_ok else 0
                 data = [{"index": i, "embedding": vector(t, b.dimension), "object": "embedding"}
                         for i, t in enumerate(texts + texts[:1] * extra)]

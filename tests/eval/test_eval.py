@@ -113,6 +113,13 @@ def test_small_real_eval_scores_sanely(tmp_path: Path) -> None:
         assert score["hit@1"] <= score["hit@5"] and 0 < score["mrr"] <= 1
         english = [r for r in score["results"] if r["language"] == "en"]
         assert english and any(r["rank"] for r in english)
+    # each mode is searched as named: dense scores are cosines, hybrid ones reciprocal-rank sums
+    # (at most 2/60), so the rows differ even where they rank alike
+    by_mode = {s["mode"]: s for s in report["scores"]}
+    dense_top = [r["top"][0]["score"] for r in by_mode["dense"]["results"] if r["top"]]
+    hybrid_top = [r["top"][0]["score"] for r in by_mode["hybrid"]["results"] if r["top"]]
+    assert dense_top and max(dense_top) > 0.2
+    assert hybrid_top and max(hybrid_top) <= 2 / 60 + 1e-6
 
 
 

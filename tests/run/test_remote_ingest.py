@@ -273,3 +273,26 @@ def test_a_server_of_another_model_is_refused_at_start(tmp_path, library):
     assert proc.stderr.strip().splitlines()[-1] == (
         f"Error: The embedding server {server.url} makes 128-dimensional vectors but model "
         "'minilm' makes 384: it serves another model.")
+
+
+def test_bench_with_embed_url_compares_real_runs_with_the_servers_alone_over_one_and_two(
+        servers, small_epubs, tmp_path):
+    a, b = servers
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for src in small_epubs:
+        shutil.copy2(src, corpus / src.name)
+    out = tmp_path / "bench.json"
+    proc = run_cli("bench", "--embed-url", f"{a.url},{b.url}", "--model", "minilm", "--corpus",
+                   corpus, "--tokens", "1000", "--repeats", "1", "--json", out, env=env())
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert set(result["by_servers"]) == {"1", "2"}
+    for row in result["by_servers"].values():
+        run = row["runs"][0]
+        assert run["tokens"] == result["tokens_per_run"]  # the run embedded exactly the texts timed
+        assert row["servers_alone_tokens_per_s"] > 0 and row["end_to_end_tokens_per_s"] > 0
+        assert 0 < row["ratio"] == pytest.approx(
+            run["end_to_end_tokens_per_s"] / run["servers_alone_tokens_per_s"], abs=1e-3)
+    assert "servers alone" in proc.stdout and "end to end" in proc.stdout
+    assert_key_never_shown(proc.stdout, proc.stderr, folders=(tmp_path,))

@@ -167,3 +167,59 @@ def test_an_old_dense_only_collection_keeps_working_and_add_sparse_fills_it(
     assert proc.returncode == 0 and proc.stdout.startswith("0 chunks"), proc.stderr
     if engine == "edge":
         assert sorted(p.name for p in store.iterdir() if p.is_dir()) == [collection]
+
+
+@pytest.mark.slow
+def test_the_sparse_terms_the_book_workers_compute_are_those_of_each_stored_text(tmp_path,
+                                                                               sample_library):
+    """The workers compute each chunk's terms (alexandria.run.prepare.add_sparse_terms) so that
+    the store's one owner process need not: what is stored is what the text gives."""
+    from alexandria.chunking.chunker import Chunk
+    from alexandria.run.ingest import ingest
+    from alexandria.run.options import IngestOptions
+    from alexandria.run.prepare import add_sparse_terms
+    from alexandria.store.edge import EdgeStore
+    from alexandria.store.sparse import SPARSE
+
+    report = ingest(IngestOptions(directory=sample_library, model="minilm", device="cpu",
+                                  store=tmp_path / "store", workers=2, store_process=False))
+    assert report.books_done > 0
+    store = EdgeStore(tmp_path / "store", report.collection, None)
+    try:
+        records, offset, seen = [], None, 0
+        while True:
+            page, offset = store.shard.scroll(store.qe.ScrollRequest(
+                offset=offset, limit=256, with_payload=True, with_vector=[SPARSE]))
+            records += page
+            if offset is None:
+                break
+    finally:
+        store.close()
+    assert len(records) == report.chunks
+    for r in records:
+        chunk = Chunk(0, "", 0, 0, 0, 0, r.payload["text"])
+        add_sparse_terms([chunk])
+        stored = r.vector[SPARSE]
+        assert list(stored.indices) == chunk.sparse[0]
+        assert list(stored.values) == pytest.approx(chunk.sparse[1], rel=1e-6)
+        seen += 1
+    assert seen == report.chunks
+
+
+def test_a_book_worker_gives_every_chunk_its_sparse_terms_when_the_run_asks(tmp_path):
+    from alexandria.chunking.chunker import ChunkSettings
+    from alexandria.embedding.models import resolve_model
+    from alexandria.run.prepare import PrepareTask, init_worker, prepare
+    from tests.sources.test_extract import build_epub
+
+    tokenizer_json = (Path(resolve_model("minilm").source) / "tokenizer.json").read_text()
+    path = tmp_path / "b.epub"
+    path.write_bytes(build_epub({"c.xhtml": "<h1>Harpoons</h1>" + "<p>The harpooneer threw.</p>" * 60}))
+    init_worker(tokenizer_json, 128, ChunkSettings(), None, sparse_terms=True)
+    book = prepare(PrepareTask("k", str(path), "epub", "B"))
+    assert len(book.chunks) > 1
+    for c in book.chunks:
+        want = term_weights().document(c.text)
+        assert c.sparse == (list(want.indices), list(want.values))
+    init_worker(tokenizer_json, 128, ChunkSettings(), None)  # not asked: the owner computes them
+    assert all(c.sparse is None for c in prepare(PrepareTask("k", str(path), "epub", "B")).chunks)

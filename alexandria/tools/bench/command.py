@@ -13,6 +13,9 @@ import click
 from alexandria.errors import UsageError
 from alexandria.tools.bench.run import REQUIRED_KEYS, render, run_bench  # noqa: F401 (the bench's API)
 
+DEFAULT_TOKENS = 20_000_000
+REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shorter default run
+
 
 @click.command("bench")
 @click.option("--corpus", type=click.Path(path_type=Path), default=None, envvar="ALEXANDRIA_CORPUS",
@@ -26,8 +29,9 @@ from alexandria.tools.bench.run import REQUIRED_KEYS, render, run_bench  # noqa:
 @click.option("--synthetic-weights", is_flag=True, default=False,
               help="Random weights of the exact bge-m3 / EmbeddingGemma architecture and a tokenizer "
                    "trained on the corpus (for machines without hub access).")
-@click.option("--tokens", type=int, default=20_000_000, show_default=True,
-              help="Copies of the corpus are added until one run embeds at least this many tokens.")
+@click.option("--tokens", type=int, default=DEFAULT_TOKENS, show_default=True,
+              help="Copies of the corpus are added until one run embeds at least this many tokens "
+                   f"(with --embed-url, {REMOTE_TOKENS:,} unless given).")
 @click.option("--repeats", type=int, default=3, show_default=True,
               help="Runs of each measurement; speeds are their median.")
 @click.option("--batch-size", type=int, default=96, show_default=True,
@@ -43,6 +47,12 @@ from alexandria.tools.bench.run import REQUIRED_KEYS, render, run_bench  # noqa:
                    "model-only pass under torch.profiler: each kernel's time per million tokens in both.")
 @click.option("--packing", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Unpadded batches in the pipeline and the model-only pass (as ingest --packing).")
+@click.option("--embed-url", "embed_urls", multiple=True,
+              help="Bench these embedding servers instead (repeatable or comma-separated): a real "
+                   "ingest through them against their own speed on the same texts, over 1..N "
+                   "servers. --model names the model they serve.")
+@click.option("--embed-api", type=click.Choice(["auto", "tei", "openai"]), default="auto",
+              show_default=True, help="The servers' API (as ingest --embed-api).")
 @click.option("--variants", default=None,
               help="Instead: compare the model's CPU variants on the same chunks (--device cpu): "
                    "torch (fp32, the reference), torch-bf16, onnx, onnx-int8, static:DIR, each "
@@ -55,15 +65,30 @@ from alexandria.tools.bench.run import REQUIRED_KEYS, render, run_bench  # noqa:
 @click.option("--question-books", default=None,
               help="--variants: only the questions about these books (comma-separated file names).")
 def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
-                  batch_size, json_file, workdir, workers, profile, packing, variants, chunks,
-                  questions, question_books) -> None:
-    """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books."""
+                  batch_size, json_file, workdir, workers, profile, packing, embed_urls,
+                  embed_api, variants, chunks, questions, question_books) -> None:
+    """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books
+    (or, with --embed-url, against the embedding servers alone; with --variants, a model's CPU
+    variants against each other)."""
     try:
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
         if variants:
             _variants(corpus, model, device, variants, chunks, repeats, questions, question_books,
                       json_file)
+            return
+        if embed_urls:
+            from alexandria.tools.bench.remote import render_remote, run_remote_bench
+
+            remote = run_remote_bench(
+                corpus, model, list(embed_urls), embed_api, os.environ.get("ALEXANDRIA_EMBED_API_KEY"),
+                min(tokens, REMOTE_TOKENS) if tokens == DEFAULT_TOKENS else tokens, repeats, workdir,
+                progress=lambda m: click.echo(m, err=True),
+                on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
+            click.echo(render_remote(remote))
+            if json_file:
+                _write_json(json_file, remote)
+                click.echo(f"  wrote {json_file}")
             return
         result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
                            workdir, dtype=dtype, gpus=gpus, workers=workers, profile=profile,

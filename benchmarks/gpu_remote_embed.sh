@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue 21 on the GPU box: two infinity servers (random-weight bge-m3 of the exact architecture,
+# fp16, one GPU), `alexandria tune --embed-url` on them, then `alexandria bench --embed-url` over
+# one and two. Wheels travel in .whl (Alexandria's missing dependencies) and .whl-infinity
+# (infinity-emb with the sentence-transformers 3 / transformers 4 it pins, kept in its own folder so
+# that Alexandria keeps the image's newer ones). docs/performance.md has the command and numbers.
+#
+#   OUT=/some/dir bash benchmarks/gpu_remote_embed.sh BOOKS [TOKENS] [REPEATS]
+set -euo pipefail
+BOOKS=${1:?a folder of EPUBs}
+TOKENS=${2:-2000000}
+REPEATS=${3:-2}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/inf .whl-infinity/*.whl
+export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
+python3 - "$BOOKS" <<'PY'
+import sys
+from pathlib import Path
+from alexandria.tools.bench.corpus import corpus_books, corpus_texts
+from alexandria.tools.bench.synthetic import build_synthetic_model
+sys.path.insert(0, "benchmarks")
+from st3_folder import convert
+books = corpus_books(Path(sys.argv[1]))
+build_synthetic_model("bge-m3", corpus_texts(books), Path("/tmp/bge"), "cuda", print)
+convert(Path("/tmp/bge"), Path("/tmp/bge-st3"))
+PY
+pids=()
+for port in 7997 7998; do
+  PYTHONPATH=/tmp/inf INFINITY_BETTERTRANSFORMER=false INFINITY_MODEL_WARMUP=false \
+    INFINITY_ANONYMOUS_USAGE_STATS=0 DO_NOT_TRACK=1 \
+    python3 /tmp/inf/bin/infinity_emb v2 --model-id /tmp/bge-st3 --engine torch --device cuda \
+    --dtype float16 --batch-size 64 --host 127.0.0.1 --port $port > "$OUT/infinity-$port.log" 2>&1 &
+  pids+=($!)
+done
+trap 'kill ${pids[@]} 2>/dev/null || true' EXIT
+for i in 0 1; do
+  port=$((7997 + i))
+  for _ in $(seq 180); do
+    curl -sf -X POST "http://127.0.0.1:$port/embeddings" -H 'content-type: application/json' \
+      -d '{"input":["ready?"],"model":"x"}' >/dev/null && break
+    kill -0 "${pids[$i]}" 2>/dev/null || { tail -20 "$OUT/infinity-$port.log"; exit 1; }
+    sleep 1
+  done
+done
+URLS=http://127.0.0.1:7997/embeddings,http://127.0.0.1:7998/embeddings
+python3 -m alexandria tune --embed-url "$URLS" --model /tmp/bge --directory "$BOOKS" \
+  --sample-tokens 200000 --env-file /tmp/tune.env --json > "$OUT/tune.json"
+TUNED=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['embed_url'])" "$OUT/tune.json")
+echo "tuned: $TUNED"
+python3 -m alexandria bench --embed-url "$TUNED" --model /tmp/bge --corpus "$BOOKS" \
+  --tokens "$TOKENS" --repeats "$REPEATS" --workdir /tmp/bench-remote --json "$OUT/remote.json"
+nvidia-smi --query-gpu=name,memory.used --format=csv >> "$OUT/gpu.txt"
