@@ -166,7 +166,7 @@ def run_variants(corpus: Path, model: str, variants: list[Variant], chunks: int 
     for v in variants:
         median = statistics.median(seconds[v.label])
         row: dict[str, Any] = {"variant": v.label, "model_tokens_per_s": round(tokens / median, 1),
-                               "model_s": [round(s, 2) for s in seconds[v.label]]}
+                               "model_s": [round(s, 6) for s in seconds[v.label]]}
         if not v.static:
             ref = reference
             if v.dims:
@@ -198,7 +198,7 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
         row["speedup_vs_fp32"] = round(row["model_tokens_per_s"] / base["model_tokens_per_s"], 2)
         # The same ratio within each round, then the median: the rounds' load cancels out.
         row["paired_speedup_vs_fp32"] = round(statistics.median(
-            b / v for b, v in zip(base["model_s"], row["model_s"], strict=True)), 2)
+            b / max(v, 1e-9) for b, v in zip(base["model_s"], row["model_s"], strict=True)), 2)
         if row.get("e2e_tokens_per_s") and base.get("e2e_tokens_per_s"):
             row["e2e_speedup_vs_fp32"] = round(row["e2e_tokens_per_s"] / base["e2e_tokens_per_s"], 2)
 
