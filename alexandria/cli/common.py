@@ -57,6 +57,24 @@ def model_options(f):
     return f
 
 
+def variant_options(f):
+    """The model's CPU variant (docs/cli.md): at ingest it names the collection; search, serve and
+    status take the collection's own, and these only pick among a store's collections."""
+    for decorator in reversed([
+        opt("--backend", type=click.Choice(["torch", "onnx", "openvino"]), default=None,
+            help="torch (default), or onnx: the model exported once to ONNX and run by "
+                 "onnxruntime on the CPU (cached; pip install 'alexandria[cpu]')."),
+        opt("--quantize", type=click.Choice(["int8"]), default=None,
+            help="With --backend onnx: dynamic int8 weights for this CPU (AVX-512 VNNI, AVX2 or "
+                 "ARM64), made once and cached."),
+        opt("--dims", type=click.IntRange(1), default=None,
+            help="Keep the first N dimensions of each vector, normalised again (Matryoshka: "
+                 "EmbeddingGemma's 768 cut to 512, 256 or 128)."),
+    ]):
+        f = decorator(f)
+    return f
+
+
 def given(name: str, value):
     """The option's value if the user gave it (flag, environment or .env), else None: search,
     status and plan then take it from the store's collection instead of the default."""
@@ -92,6 +110,7 @@ def ingest_options(f):
         opt("--file", "files", type=click.Path(path_type=Path), multiple=True,
             help="One book; repeat for several (single-book test runs)."),
         model_options,
+        variant_options,
         opt("--batch-size", type=int, default=96, show_default=True,
             help="Chunks per model batch."),
         opt("--token-budget", type=int, default=None,

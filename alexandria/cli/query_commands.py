@@ -17,6 +17,7 @@ from alexandria.cli.common import (
     guard,
     model_options,
     opt,
+    variant_options,
 )
 from alexandria.cli.embed_options import embed_key, search_embed_options
 from alexandria.cli.output import plural, print_results, setup_logging
@@ -39,6 +40,7 @@ from alexandria.cli.output import plural, print_results, setup_logging
      help="dense: the model's vectors; sparse: BM25 word weights; hybrid: both, fused by rank "
      "(default: hybrid, or dense on a collection made before sparse vectors).")
 @model_options
+@variant_options
 @search_embed_options
 def search_cmd(query, top_k, as_json, full, author, tag, language, series, manifest, **kw) -> None:
     """Best chunks for QUERY, with book, authors, chapter and score.
@@ -77,7 +79,9 @@ def weak_floor(results) -> float | None:
      help="Count each book's points in the store and report disagreements.")
 @chunker_option
 @model_options
-def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdrant_url, **_) -> None:
+@variant_options
+def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdrant_url, backend,
+               quantize, dims, **_) -> None:
     """Books done / failed / skipped / pending, from the manifest.
 
     Without --model and --chunker: the store's collection (its only one, or the one they pick).
@@ -87,9 +91,10 @@ def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdr
         from alexandria.query.status import status
         from alexandria.store.location import Location
 
+        asked = (backend, quantize, dims) if (backend or quantize or dims) else None
         where, found = Location.find(given("model", model), chunker=given("chunker", chunker),
                                      store=store, url=qdrant_url, api_key=api_key(),
-                                     collection=collection, manifest=manifest)
+                                     collection=collection, manifest=manifest, variant=asked)
         s = status(where, verify)
         s["model"], s["dtype"], s["chunker"] = found.model, found.dtype, found.chunker
         s["dimension"] = found.dimension
@@ -97,9 +102,9 @@ def status_cmd(as_json, verify, chunker, model, store, collection, manifest, qdr
             click.echo(json.dumps(s, indent=2, ensure_ascii=False))
             return 1 if verify and s["mismatches"] else EXIT_OK
         t = s["totals"]
-        made = ", ".join(str(x) for x in (found.model, found.dtype, found.chunker) if x)
-        dims = f", {found.dimension} dimensions" if found.dimension else ""
-        click.echo(f"collection {s['collection']} ({made}{dims}; manifest {s['manifest']})")
+        made = ", ".join(str(x) for x in (found.model, found.variant, found.dtype, found.chunker) if x)
+        size = f", {found.dimension} dimensions" if found.dimension else ""
+        click.echo(f"collection {s['collection']} ({made}{size}; manifest {s['manifest']})")
         click.echo(f"{plural(t['books'], 'book')}: {t['done']} done, {t['failed']} failed, "
                    f"{t['skipped']} skipped, {t['pending'] + t['in-progress']} pending; "
                    f"{plural(t['chunks'], 'chunk')}, {plural(t['tokens'], 'token')}")

@@ -65,7 +65,9 @@ def next_search(opts) -> str:
     elif Path(opts.store) != DEFAULT_STORE:
         where = f" --store {opts.store}"
     chunker = f" --chunker {opts.chunker}" if opts.chunker != "structural" else ""
-    return f'alexandria search "your question" --model {opts.model}{chunker}{where}'
+    variant = "".join(f" --{k} {v}" for k, v in (("backend", opts.backend),
+                                                 ("quantize", opts.quantize), ("dims", opts.dims)) if v)
+    return f'alexandria search "your question" --model {opts.model}{chunker}{variant}{where}'
 
 
 def install_signal_handlers(stop) -> None:

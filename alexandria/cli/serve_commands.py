@@ -6,7 +6,16 @@ import sys
 
 import click
 
-from alexandria.cli.common import api_key, chunker_option, cli, given, guard, model_options, opt
+from alexandria.cli.common import (
+    api_key,
+    chunker_option,
+    cli,
+    given,
+    guard,
+    model_options,
+    opt,
+    variant_options,
+)
 from alexandria.cli.embed_options import embed_key, search_embed_options
 
 
@@ -20,6 +29,7 @@ from alexandria.cli.embed_options import embed_key, search_embed_options
           "or the page's login form). Prefer the environment variable: a flag shows in `ps`.")
 @chunker_option
 @model_options
+@variant_options
 @search_embed_options
 def serve_cmd(host, port, serve_key, **kw) -> None:
     """Search page, library page and JSON API for the collection an ingest wrote (read-only).

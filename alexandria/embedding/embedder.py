@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,6 +17,14 @@ from alexandria.embedding import packed as _packed
 from alexandria.embedding.hub import ensure_loadable
 from alexandria.embedding.models import ModelSpec
 from alexandria.embedding.timeline import Batch
+from alexandria.embedding.tokenizer import load_tokenizer_json, quiet_libraries  # noqa: F401 (also imported from here)
+from alexandria.embedding.variants import (
+    STATIC_MAX_LENGTH,
+    cut_dims,
+    is_static,
+    static_features,
+    variant_device_dtype,
+)
 from alexandria.errors import UsageError
 
 log = logging.getLogger("alexandria")
@@ -170,17 +177,32 @@ class Embedder:
     timeline: Any = None  # alexandria.embedding.timeline.Timeline while the benchmark records one
 
     @property
-    def dimension(self) -> int:
+    def full_dimension(self) -> int:
         m = self.model
         get = getattr(m, "get_embedding_dimension", None) or m.get_sentence_embedding_dimension
         return int(get())
 
     @property
+    def dimension(self) -> int:
+        """The vectors' length: the model's, or its Matryoshka cut (--dims)."""
+        return min(self.spec.dims or self.full_dimension, self.full_dimension)
+
+    @property
     def max_seq_length(self) -> int:
-        return int(self.model.max_seq_length)
+        longest = self.model.max_seq_length
+        if longest is None or longest == float("inf"):  # a static model reads any length
+            return STATIC_MAX_LENGTH
+        return int(longest)
+
+    @property
+    def static(self) -> bool:
+        """A static (model2vec) model: token vectors averaged, no transformer."""
+        return is_static(self.model)
 
     def tokenizer_json(self) -> str:
-        return self.model.tokenizer.backend_tokenizer.to_str()
+        tokenizer = self.model.tokenizer
+        # A static model holds a bare tokenizers.Tokenizer, not a transformers one.
+        return getattr(tokenizer, "backend_tokenizer", tokenizer).to_str()
 
     def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Normalised float32 rows in input order; a CUDA OOM halves the batch instead of failing."""
@@ -198,7 +220,7 @@ class Embedder:
                         convert_to_numpy=True,
                         show_progress_bar=False,
                     )
-                return np.asarray(vectors, dtype=np.float32)
+                return cut_dims(np.asarray(vectors, dtype=np.float32), self.spec.dims)
             except torch.OutOfMemoryError:
                 if batch_size <= 1:
                     raise
@@ -242,7 +264,7 @@ class Embedder:
             return PendingVectors(n, self.dimension, [])
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
-        pad_id = self.model.tokenizer.pad_token_id or 0
+        pad_id = getattr(self.model.tokenizer, "pad_token_id", None) or 0
         cuda = self.device.startswith("cuda")
         round_to = 16 if cuda else 1  # fewer distinct shapes (compiled kernels), tensor-core sizes
         timeline = self.timeline if cuda else None
@@ -339,6 +361,8 @@ class Embedder:
             if isinstance(inputs, _packed.Packed):
                 return _packed.forward(self.model, inputs, transfer)
             input_ids, attention = (transfer(torch.from_numpy(a)) for a in inputs)
+            if self.static:
+                return self.model(static_features(input_ids, attention))["sentence_embedding"]
             return self.model({"input_ids": input_ids, "attention_mask": attention})["sentence_embedding"]
 
         with self._lock, torch.inference_mode():
@@ -353,6 +377,8 @@ class Embedder:
                 log.warning("torch.compile failed (%s); running the model uncompiled", str(e)[:200])
                 self._uncompile()
                 out = run()
+            if self.spec.dims and self.spec.dims < out.shape[-1]:
+                out = out[..., :self.spec.dims]
             return torch.nn.functional.normalize(out.float(), dim=-1)
 
     def compile(self, backend: Any = "inductor") -> bool:
@@ -368,6 +394,8 @@ class Embedder:
         if self.compiled:
             return True
         if backend == "inductor" and not self.device.startswith("cuda"):
+            return False
+        if self.spec.backend != "torch" or self.static:
             return False
         module = self.model[0].auto_model
         try:
@@ -397,6 +425,9 @@ class Embedder:
             why = "--packing off"
         elif mode == "auto" and not cuda:
             why = "not a CUDA device"
+        elif self.spec.backend != "torch" or self.static:
+            why = f"the {self.spec.backend} backend runs padded batches" if not self.static else (
+                "a static model has no attention to pack")
         elif cuda and torch.cuda.get_device_capability(self.device) < (8, 0):
             why = "the flash attention kernel needs compute capability 8.0"
         else:
@@ -508,42 +539,45 @@ _CACHE: dict[tuple[str, str, str], Embedder] = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def cache_key(source: str, device: str, dtype: str) -> tuple[str, str, str]:
+def cache_key(source: str, device: str, dtype: str, variant: str = "") -> tuple[str, str, str]:
     """"cuda" and "cuda:0" are one card: one model on it, not two."""
     if device == "cuda":
         import torch
 
         device = f"cuda:{torch.cuda.current_device()}"
-    return source, device, dtype
+    return f"{source}#{variant}" if variant else source, device, dtype
 
 
 def is_loaded(spec: ModelSpec, device: str, dtype: str) -> bool:
     """Whether this process already holds the model on that device in that dtype."""
     with _CACHE_LOCK:
-        return cache_key(spec.source, device, dtype) in _CACHE
+        return cache_key(spec.source, device, dtype, spec.variant) in _CACHE
 
 
 def get_embedder(spec: ModelSpec, device: str = "auto", dtype: str = "auto") -> Embedder:
     """Loading bge-m3 takes seconds and GBs: never more than once per process."""
-    device = resolve_device(device)
-    dtype = resolve_dtype(dtype, device, spec)
-    key = cache_key(spec.source, device, dtype)
+    if spec.backend != "torch":
+        device, dtype = variant_device_dtype(spec, device, dtype)
+    else:
+        device = resolve_device(device)
+        dtype = resolve_dtype(dtype, device, spec)
+    key = cache_key(spec.source, device, dtype, spec.variant)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = Embedder(spec, device, dtype, _load(spec, device, dtype))
+            embedder = Embedder(spec, device, dtype, _load(spec, device, dtype))
+            if spec.dims and spec.dims > embedder.full_dimension:
+                raise UsageError(f"--dims {spec.dims} is more than the {embedder.full_dimension} "
+                                 f"dimensions {spec.name} makes.")
+            _CACHE[key] = embedder
         return _CACHE[key]
-
-
-def quiet_libraries() -> None:
-    """transformers 5 prints a weight-loading bar per load; cron mail wants none of it."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    for name in ("transformers", "sentence_transformers", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _load(spec: ModelSpec, device: str, dtype: str):
     quiet_libraries()
+    if spec.backend == "onnx":
+        from alexandria.embedding.onnx import load_onnx
+
+        return load_onnx(spec, load_tokenizer_json(spec)[1])
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -562,37 +596,3 @@ def _load(spec: ModelSpec, device: str, dtype: str):
             f"Model {spec.name!r} ({spec.source}) could not be loaded ({first[:200]}).") from e
     model.eval()
     return model
-
-
-def load_tokenizer_json(spec: ModelSpec) -> tuple[str, int]:
-    """Tokenizer and maximum length without loading weights, for --dry-run."""
-    quiet_libraries()
-    from transformers import AutoTokenizer
-
-    ensure_loadable(spec)
-    try:
-        tok = AutoTokenizer.from_pretrained(spec.source)
-    except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UsageError(
-            f"The tokenizer of model {spec.name!r} could not be loaded ({first[:200]})."
-        ) from e
-    max_len = _sentence_max_length(spec.source) or min(int(tok.model_max_length), 8192)
-    return tok.backend_tokenizer.to_str(), max_len
-
-
-def _sentence_max_length(source: str) -> int | None:
-    import json
-
-    cfg = Path(source) / "sentence_bert_config.json"
-    if not cfg.is_file():
-        try:
-            from huggingface_hub import hf_hub_download
-
-            cfg = Path(hf_hub_download(source, "sentence_bert_config.json"))
-        except Exception:
-            return None
-    try:
-        return int(json.loads(cfg.read_text())["max_seq_length"])
-    except (OSError, ValueError, KeyError):
-        return None

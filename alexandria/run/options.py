@@ -96,6 +96,11 @@ class IngestOptions:
     on_disk: bool | None = None
     hnsw_m: int | None = None
     sparse: bool | None = None  # a new collection's sparse vectors (None: the default, on)
+    # The model's CPU variant (alexandria.embedding.onnx; ModelSpec.with_variant): part of the
+    # collection's name and of each row's fingerprint, so variants never share a collection.
+    backend: str | None = None
+    quantize: str | None = None
+    dims: int | None = None
 
     def chunk_settings(self) -> ChunkSettings:
         return ChunkSettings(chunk_tokens=self.chunk_tokens, overlap=self.overlap,
@@ -109,7 +114,8 @@ class IngestOptions:
                            settings=self.chunk_settings(),
                            store_config={"quantization": self.quantization,
                                          "on_disk": self.on_disk, "hnsw_m": self.hnsw_m,
-                                         "sparse": self.sparse})
+                                         "sparse": self.sparse},
+                           variant=(self.backend, self.quantize, self.dims))
 
     def check(self) -> None:
         """One sentence per mistake in the options, before anything is loaded."""

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alexandria.chunking.settings import STRATEGIES, ChunkSettings
-from alexandria.embedding.models import ALIASES, HUB_ALIASES
+from alexandria.embedding.models import ALIASES, HUB_ALIASES, ModelSpec, parse_variant
 from alexandria.errors import UsageError
 from alexandria.store.edge import edge_dimension
+from alexandria.store.location import variant_of
 from alexandria.store.manifest import Manifest, ManifestCorrupt
 
 
@@ -31,13 +32,21 @@ class StoredCollection:
     books: int  # rows that are not removed
     done: int
     in_store: bool  # the embedded shard exists (always True on a server: its manifest says so)
+    variant: str = ""  # the model variant its rows record (ModelSpec.variant; "": as published)
 
     @property
     def chunker(self) -> str | None:
         return self.settings.strategy if self.settings else None
 
+    @property
+    def variant_options(self) -> tuple[str, str | None, int | None]:
+        """(backend, quantize, dims) as the ingest was given them."""
+        return parse_variant(self.variant)
+
     def describe(self) -> str:
         parts = [self.model or "model unknown", self.chunker or "chunker unknown"]
+        if self.variant:
+            parts.insert(1, self.variant)
         if self.dimension:
             parts.append(f"{self.dimension} dimensions")
         parts.append(f"{self.done} book{'s' if self.done != 1 else ''} done")
@@ -104,6 +113,7 @@ def stored_collections(store: Path, manifest: Path, url: str | None = None) -> l
         report = e["report"] or {}
         source = max(e["models"], key=e["models"].get) if e["models"] else None
         fingerprint = max(e["chunkers"], key=e["chunkers"].get) if e["chunkers"] else None
+        variant = variant_of(fingerprint)
         shard = store / name / "edge_config.json"
         statuses = e["statuses"]
         out.append(StoredCollection(
@@ -111,18 +121,23 @@ def stored_collections(store: Path, manifest: Path, url: str | None = None) -> l
             device=report.get("device") or None, settings=settings_of(fingerprint),
             dimension=edge_dimension(shard) if url is None else None,
             books=sum(n for s, n in statuses.items() if s != "removed"),
-            done=statuses.get("done", 0), in_store=url is not None or shard.is_file()))
+            done=statuses.get("done", 0), in_store=url is not None or shard.is_file(),
+            variant=variant))
     return out
 
 
 def choose(store: Path, manifest: Path, url: str | None, *, model: str | None = None,
-           chunker: str | None = None, collection: str | None = None) -> StoredCollection:
+           chunker: str | None = None, collection: str | None = None,
+           variant: tuple[str | None, str | None, int | None] | None = None) -> StoredCollection:
     """The one collection the options mean: named by --collection, or the only one matching
-    --model and --chunker (either may be None: any). None match, or several: one sentence."""
+    --model and --chunker (either may be None: any) and, when given, the variant (--backend,
+    --quantize, --dims). None match, or several: one sentence."""
     from alexandria.embedding.models import resolve_model
     from alexandria.store.location import default_collection
 
     spec = resolve_model(model) if model is not None else None  # a bad name: its own sentence
+    if spec is not None and variant is not None:
+        spec = spec.with_variant(*variant)
     where = url or str(store)
     found = stored_collections(store, manifest, url)
     if not found:
@@ -141,6 +156,9 @@ def choose(store: Path, manifest: Path, url: str | None, *, model: str | None = 
         named = {default_collection(spec, k) for k in ([chunker] if chunker else STRATEGIES)}
         candidates = [c for c in candidates if same_model(c.model, spec.name, spec.source)
                       or (c.model is None and c.name in named)]
+    if variant is not None:
+        wanted = ModelSpec("", "").with_variant(*variant).variant
+        candidates = [c for c in candidates if c.variant == wanted]
     if chunker is not None:
         candidates = [c for c in candidates if c.chunker == chunker
                       or (c.chunker is None and spec is not None
@@ -152,5 +170,5 @@ def choose(store: Path, manifest: Path, url: str | None, *, model: str | None = 
         raise UsageError(f"{where} has no collection for {asked or 'these options'}; it has: "
                          f"{listing}. Give the --model and --chunker of the ingest.")
     raise UsageError(f"{where} has {len(candidates)} collections{' for ' + asked if asked else ''}"
-                     f": {'; '.join(c.describe() for c in candidates)}. Choose one with --model "
-                     "and --chunker, or --collection.")
+                     f": {'; '.join(c.describe() for c in candidates)}. Choose one with --model, "
+                     "--chunker, --backend, --quantize and --dims, or --collection.")

@@ -62,8 +62,11 @@ class Location:
     def of(cls, model: str | ModelSpec = "bge-m3", *, store: Path | str | None = None,
            url: str | None = None, api_key: str | None = None, collection: str | None = None,
            manifest: Path | str | None = None, settings: ChunkSettings | None = None,
-           store_config: dict[str, Any] | None = None) -> Location:
-        spec = model if isinstance(model, ModelSpec) else resolve_model(model)
+           store_config: dict[str, Any] | None = None,
+           variant: tuple[str | None, str | None, int | None] | None = None) -> Location:
+        """`variant`: (backend, quantize, dims) of the model (ModelSpec.with_variant); None: as
+        published."""
+        spec = model if isinstance(model, ModelSpec) else resolve_model(model, *(variant or ()))
         settings = settings or ChunkSettings()
         folder = Path(store).expanduser() if store is not None else DEFAULT_STORE
         return cls(
@@ -81,17 +84,20 @@ class Location:
     def find(cls, model: str | None = None, *, chunker: str | None = None,
              store: Path | str | None = None, url: str | None = None, api_key: str | None = None,
              collection: str | None = None, manifest: Path | str | None = None,
-             settings: ChunkSettings | None = None) -> tuple[Location, StoredCollection]:
+             settings: ChunkSettings | None = None,
+             variant: tuple[str | None, str | None, int | None] | None = None,
+             ) -> tuple[Location, StoredCollection]:
         """An existing collection (search, status): the one --collection names, or the store's
-        only one for the --model and --chunker given (None: any), with the model and chunker its
-        ingest recorded. Nothing is created; none or several is one sentence (UsageError)."""
+        only one for the --model, --chunker and variant given (None: any), with the model, chunker
+        and variant its ingest recorded. Nothing is created; none or several is one sentence
+        (UsageError)."""
         from alexandria.store.catalog import choose
 
         folder = Path(store).expanduser() if store is not None else DEFAULT_STORE
         mpath = Path(manifest).expanduser() if manifest else folder / MANIFEST_NAME
         try:
             found = choose(folder, mpath, url or None, model=model, chunker=chunker,
-                           collection=collection)
+                           collection=collection, variant=variant)
         except UsageError:
             if not (url and model):
                 raise
@@ -99,16 +105,22 @@ class Location:
             # ingest): the server itself says whether it exists; it is opened, never created.
             where = cls.of(model, store=folder, url=url, api_key=api_key, collection=collection,
                            manifest=mpath, settings=settings or ChunkSettings(
-                               strategy=chunker or "structural"))
+                               strategy=chunker or "structural"), variant=variant)
             return where, unrecorded(where)
         if found.model is None and model is None:
             raise UsageError(f"The manifest {mpath} does not say which model made {found.name}; "
                              "give its --model.")
         if settings is None:
             settings = found.settings or ChunkSettings(strategy=chunker or "structural")
+        # The collection's own variant: its vectors are only comparable with that one's.
         where = cls.of(model if model is not None else cast(str, found.model), store=folder,
                        url=url, api_key=api_key, collection=found.name, manifest=mpath,
-                       settings=settings)
+                       settings=settings, variant=found.variant_options)
+        if variant is not None and where.spec.with_variant(*variant).variant != found.variant:
+            raise UsageError(f"Collection {found.name!r} holds vectors of "
+                             f"{found.variant or 'the model as published (torch)'}, not "
+                             f"{where.spec.with_variant(*variant).variant or 'torch'}; search it "
+                             "without --backend, --quantize and --dims, or with its own.")
         return where, found
 
     @property
@@ -129,8 +141,9 @@ class Location:
 
     @property
     def fingerprint(self) -> str:
-        """The chunker settings each manifest row records: a change means its chunks are stale."""
-        return fingerprint(self.settings, self.max_seq_length)
+        """The chunker settings and model variant each manifest row records: a change means its
+        chunks are stale (a change of variant is refused instead: check_variant)."""
+        return fingerprint(self.settings, self.max_seq_length, self.spec.variant)
 
     def open_store(self, dimension: int | None = None, **server: Any) -> VectorStore:
         """dimension=None opens an existing collection only (search, status: never creates one).
@@ -147,11 +160,36 @@ def unrecorded(where: Location) -> StoredCollection:
     from alexandria.store.catalog import StoredCollection
 
     return StoredCollection(name=where.collection, model=where.spec.name, dtype=None, device=None,
-                            settings=where.settings, dimension=None, books=0, done=0, in_store=True)
+                            settings=where.settings, dimension=None, books=0, done=0, in_store=True,
+                            variant=where.spec.variant)
 
 
-def fingerprint(settings: ChunkSettings, max_seq_length: int) -> str:
-    return f"{settings.fingerprint()}|max={max_seq_length}"
+def fingerprint(settings: ChunkSettings, max_seq_length: int, variant: str = "") -> str:
+    """The model as published adds nothing, so rows written before variants existed still match."""
+    tail = f"|variant={variant}" if variant else ""
+    return f"{settings.fingerprint()}|max={max_seq_length}{tail}"
+
+
+def variant_of(fingerprint: str | None) -> str:
+    """The model variant a row's fingerprint records ("" for the model as published)."""
+    for part in (fingerprint or "").split("|")[1:]:
+        if part.startswith("variant="):
+            return part[len("variant="):]
+    return ""
+
+
+def check_variant(where: Location, recorded: dict[str, int]) -> None:
+    """Vectors of two variants (backend, quantization, --dims) in one collection would be
+    compared as if alike: a collection holding another variant's books is refused.
+    `recorded`: the fingerprints of the collection's finished rows, with their counts."""
+    ours = where.spec.variant
+    others = sorted({variant_of(f) for f in recorded} - {ours})
+    if others:
+        theirs = others[0] or "torch, as published"
+        raise UsageError(
+            f"Collection {where.collection!r} holds vectors of {where.spec.name} as {theirs}, not "
+            f"{ours or 'torch, as published'}: give the --backend, --quantize and --dims of its "
+            "ingest, or another --collection.")
 
 
 def open_store(collection: str, dimension: int | None, store_dir: Path | None = None,

@@ -71,6 +71,11 @@ class EvalOptions:
     batch_size: int = 96
     modes: tuple[str, ...] = ("dense",)  # each one scored on the same store, per chunker
     report_file: Path | None = None  # the JSON report, rewritten after each chunker's scores
+    # The model's CPU variant (ModelSpec.with_variant): the ingests use it, the searches take the
+    # collection's own.
+    backend: str | None = None
+    quantize: str | None = None
+    dims: int | None = None
 
 
 @dataclass
@@ -88,6 +93,7 @@ class ChunkerScore:
     books: int = 0
     books_failed: list[dict[str, Any]] = field(default_factory=list)
     chunks: int = 0
+    tokens: int = 0  # embedded by the ingest (its model's tokenizer)
     ingest_s: float = 0.0
     search_s: float = 0.0
     error: str | None = None  # the chunker could not run (not available in this build)
@@ -333,7 +339,8 @@ def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], o
     t = time.perf_counter()
     report = ingest(IngestOptions(
         files=files, model=opts.model, device=opts.device, dtype=opts.dtype, store=store_dir,
-        workers=opts.workers, batch_size=opts.batch_size, prune=False, **extra), progress=book_done)
+        workers=opts.workers, batch_size=opts.batch_size, prune=False, backend=opts.backend,
+        quantize=opts.quantize, dims=opts.dims, **extra), progress=book_done)
     ingest_s = round(time.perf_counter() - t, 1)
     path_of = {b["book_key"]: Path(b["path"]).resolve() for b in report.books if b.get("path")}
     say(f"{name}: {report.books_done} books, {report.chunks} chunks in {ingest_s:.0f}s; "
@@ -341,7 +348,8 @@ def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], o
     scores = []
     for mode in opts.modes:
         score = ChunkerScore(chunker=name, mode=mode, questions=len(questions),
-                             books=len(files), chunks=report.chunks, ingest_s=ingest_s,
+                             books=len(files), chunks=report.chunks, tokens=report.tokens,
+                             ingest_s=ingest_s,
                              books_failed=list(report.failures))
         _search_all(score, questions, books, opts, store_dir, report.collection, path_of)
         _aggregate(score)

@@ -53,14 +53,30 @@ REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shor
                    "servers. --model names the model they serve.")
 @click.option("--embed-api", type=click.Choice(["auto", "tei", "openai"]), default="auto",
               show_default=True, help="The servers' API (as ingest --embed-api).")
+@click.option("--variants", default=None,
+              help="Instead: compare the model's CPU variants on the same chunks (--device cpu): "
+                   "torch (fp32, the reference), torch-bf16, onnx, onnx-int8, static:DIR, each "
+                   "optionally @N dimensions, comma-separated.")
+@click.option("--chunks", type=int, default=64, show_default=True,
+              help="--variants: chunks spread over the corpus for the model-only speed and cosines.")
+@click.option("--questions", type=click.Path(path_type=Path), default=None,
+              help="--variants: also hit@1/hit@5/MRR per language on this question file (as "
+                   "`alexandria eval`), with each variant's end-to-end ingest speed.")
+@click.option("--question-books", default=None,
+              help="--variants: only the questions about these books (comma-separated file names).")
 def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
                   batch_size, json_file, workdir, workers, profile, packing, embed_urls,
-                  embed_api) -> None:
+                  embed_api, variants, chunks, questions, question_books) -> None:
     """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books
-    (or, with --embed-url, against the embedding servers alone)."""
+    (or, with --embed-url, against the embedding servers alone; with --variants, a model's CPU
+    variants against each other)."""
     try:
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
+        if variants:
+            _variants(corpus, model, device, variants, chunks, repeats, questions, question_books,
+                      json_file)
+            return
         if embed_urls:
             from alexandria.tools.bench.remote import render_remote, run_remote_bench
 
@@ -85,6 +101,23 @@ def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens,
         click.echo("Stopped.", err=True)
         sys.exit(130)
     click.echo(render(result))
+    if json_file:
+        _write_json(json_file, result)
+        click.echo(f"  wrote {json_file}")
+
+
+def _variants(corpus, model, device, variants, chunks, repeats, questions, question_books,
+              json_file) -> None:
+    from alexandria.tools.bench.variants import parse_variants, render_variants, run_variants
+
+    if device not in ("cpu", "auto"):
+        raise UsageError("--variants compares CPU variants: give --device cpu.")
+    books = tuple(b.strip() for b in (question_books or "").split(",") if b.strip())
+    result = run_variants(corpus, model, parse_variants(variants, model), chunks, repeats,
+                          questions, books, progress=lambda m: click.echo(m, err=True),
+                          on_partial=(lambda partial: _write_json(json_file, partial)) if json_file
+                          else None)
+    click.echo(render_variants(result))
     if json_file:
         _write_json(json_file, result)
         click.echo(f"  wrote {json_file}")
