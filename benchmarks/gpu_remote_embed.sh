@@ -6,6 +6,15 @@
 # that Alexandria keeps the image's newer ones). docs/performance.md has the command and numbers.
 #
 #   OUT=/some/dir bash benchmarks/gpu_remote_embed.sh BOOKS [TOKENS] [REPEATS]
+#
+# .whl-infinity, made where PyPI is reachable (the box's Python is 3.12; its image already has
+# torch, numpy, typer, rich, pillow and uvloop):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl-infinity \
+#     infinity-emb==0.0.78 transformers==4.57.6 sentence-transformers==3.4.1 tokenizers==0.22.1 \
+#     huggingface-hub==0.36.0 fastapi starlette uvicorn==0.32.1 httptools orjson pydantic \
+#     pydantic-core annotated-types typing-inspection prometheus-fastapi-instrumentator \
+#     opentelemetry-api posthog backoff distro
 set -euo pipefail
 BOOKS=${1:?a folder of EPUBs}
 TOKENS=${2:-2000000}
