@@ -210,16 +210,22 @@ class Manifest:
             return out.setdefault(name, {"statuses": Counter(), "models": Counter(),
                                          "chunkers": Counter(), "report": None})
 
-        cur = self.con.execute("SELECT collection, status, model, chunker, COUNT(*) FROM books "
-                               "GROUP BY collection, status, model, chunker")
-        for name, status, model, chunker, n in cur:
+        try:
+            rows = self.con.execute("SELECT collection, status, model, chunker, COUNT(*) FROM books "
+                                    "GROUP BY collection, status, model, chunker").fetchall()
+            runs = self.con.execute("SELECT collection, report FROM runs ORDER BY id").fetchall()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):  # read-only, in the moment an ingest creates the file
+                return {}
+            raise
+        for name, status, model, chunker, n in rows:
             e = entry(name)
             e["statuses"][status] += n
             if model:
                 e["models"][model] += n
             if chunker:
                 e["chunkers"][chunker] += n
-        for name, report in self.con.execute("SELECT collection, report FROM runs ORDER BY id"):
+        for name, report in runs:
             e = entry(name)
             if report:
                 with contextlib.suppress(ValueError):

@@ -42,3 +42,18 @@ def test_search_finds_the_whaling_history_for_a_harpoon_question(store):
 def test_search_filters_by_author(store):
     hits = search(store, "the night sky", "--author", "Hélène Dufresne")  # not her topic: a filter
     assert hits and all(h["authors"] == ["Hélène Dufresne"] for h in hits)
+
+
+def test_a_manifest_an_ingest_has_only_just_created_reads_as_no_store_yet(tmp_path):
+    """The moment between an ingest creating manifest.sqlite and writing its tables: a search
+    then says there is nothing yet, as before the file existed (it was a traceback)."""
+    import sqlite3
+
+    from alexandria.errors import UsageError
+    from alexandria.query.search import SearchOptions, search
+
+    store = tmp_path / "store"
+    store.mkdir()
+    sqlite3.connect(store / "manifest.sqlite").close()  # the file, no tables yet
+    with pytest.raises(UsageError, match="^There is no store"):
+        search("water", SearchOptions(model="minilm", device="cpu", store=store))
