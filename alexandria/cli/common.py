@@ -145,7 +145,8 @@ def ingest_options(f):
             help="Format preference order, comma-separated: epub, azw3, azw, mobi, prc, pdf, txt, "
                  "md, html (the first one a book has wins)."),
         opt("--workers", type=int, default=None, help="Extraction processes (default: cores-1, "
-            "at most 4, on the CPU; cores-2, at most 32, on a GPU)."),
+            "at most 4, on the CPU; cores-2, at most 32, on a GPU; cores-1, at most 32, with "
+            "--embed-url)."),
         opt("--report", type=click.Path(path_type=Path), default=None,
             help="Write the run report as JSON here."),
         opt("--prune/--no-prune", default=True, show_default=True,

@@ -34,25 +34,25 @@ DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16":
 
 
 def resolve_device(device: str) -> str:
+    device = (device or "auto").strip().lower()
+    if device == "cpu":  # without importing torch: a remote-embedding run never needs it
+        return "cpu"
+    if device != "auto" and device != "cuda" and not device.startswith("cuda:"):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}.")
     import torch
 
-    device = (device or "auto").strip().lower()
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device == "cuda" or device.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {device} was requested but CUDA is not available here.")
-        if ":" in device:
-            index = device.split(":", 1)[1]
-            if not index.isdigit() or int(index) >= torch.cuda.device_count():
-                raise UsageError(
-                    f"--device {device} does not exist: this machine has "
-                    f"{torch.cuda.device_count()} CUDA device(s)."
-                )
-        return device
-    raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}.")
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {device} was requested but CUDA is not available here.")
+    if ":" in device:
+        index = device.split(":", 1)[1]
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {device} does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)."
+            )
+    return device
 
 
 def resolve_devices(device: str, gpus: str | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from alexandria.embedding.cache import cache_root
 from alexandria.embedding.hub import local_folder
 from alexandria.embedding.models import ModelSpec
 from alexandria.errors import UsageError
@@ -28,7 +29,6 @@ from alexandria.errors import UsageError
 log = logging.getLogger("alexandria")
 
 EXPORT_NAME = "model.onnx"
-CACHE_ENV = "ALEXANDRIA_CACHE"
 
 # Dynamic int8 per instruction set, as optimum's AutoQuantizationConfig.<name>(is_static=False):
 # weight type and whether to use 7-bit ranges (CPUs without VNNI saturate 8-bit products).
@@ -38,14 +38,6 @@ QUANT_SETTINGS = {
     "avx2": {"weight_type": "QUInt8", "reduce_range": True},
     "arm64": {"weight_type": "QUInt8", "reduce_range": False},
 }
-
-
-def cache_root() -> Path:
-    """ALEXANDRIA_CACHE, else $XDG_CACHE_HOME/alexandria, else ~/.cache/alexandria."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "alexandria"
 
 
 def cpu_flags() -> str:

@@ -139,7 +139,7 @@ class Ingest:
         if not books:
             log.warning("%s", nothing_found(opts))
 
-        from alexandria.embedding.embedder import load_tokenizer_json
+        from alexandria.embedding.tokenizer import load_tokenizer_json
 
         t = time.perf_counter()
         self.tokenizer_json, self.max_seq_length = load_tokenizer_json(self.spec)
@@ -162,13 +162,13 @@ class Ingest:
             to_ingest = [p for p in planned if p.action == "ingest"]
             needs_model = bool(to_ingest) or bool(manifest.in_progress(self.collection))
             embedder = None
-            if needs_model and opts.embed_urls:  # servers embed: probed before any book starts
+            if needs_model and opts.embed_urls:  # servers embed: probed before any book is sent
+                if to_ingest:  # the first books are parsed while the servers are probed
+                    preparing = self._start_preparing(to_ingest, "cpu")
                 self._embedders = [self._connect_remote()]
                 embedder = self._embedders[0]
                 self.report.device = "remote: " + ",".join(e.name for e in embedder.endpoints)
                 self.report.dtype = embedder.dtype
-                if to_ingest:
-                    preparing = self._start_preparing(to_ingest, "cpu")
             elif needs_model:  # a nightly run with nothing new never loads the model
                 from alexandria.embedding.embedder import get_embedder
 
@@ -243,7 +243,9 @@ class Ingest:
         report even when nothing is embedded."""
         from alexandria.embedding.embedder import resolve_devices, resolve_dtype
 
-        devices = resolve_devices(self.opts.device, self.opts.gpus)
+        # Servers embed: the book workers run on the CPU, and torch is never imported.
+        devices = (["cpu"] if self.opts.embed_urls
+                   else resolve_devices(self.opts.device, self.opts.gpus))
         self.report.device = ",".join(devices)
         self.report.dtype = resolve_dtype(self.opts.dtype, devices[0], self.spec)
         return devices
@@ -289,10 +291,12 @@ class Ingest:
             log.info("recovered %s from an interrupted run: its points were removed", key)
 
     def _start_preparing(self, to_ingest: list[Planned], device: str) -> Preparing:
-        workers = self.opts.workers or default_workers(device)
-        gpu = device.startswith("cuda")
+        remote = bool(self.opts.embed_urls)
+        workers = self.opts.workers or default_workers(device, remote)
+        # Niced where they share the box with a GPU's feeder or, maybe, with the servers.
+        nice = PREP_NICE if remote or device.startswith("cuda") else 0
         initargs = (self.tokenizer_json, self.max_seq_length, self.opts.chunk_settings(),
-                    self.spec.document_template, PREP_NICE if gpu else 0, True,
+                    self.spec.document_template, nice, True,
                     self.opts.sparse is not False)
         cache = str(self.opts.extract_cache) if self.opts.extract_cache else None
         return Preparing(to_ingest, workers, initargs, self.failures, self.limits.part_chars, cache)

@@ -141,10 +141,13 @@ def default_token_budget(opts: IngestOptions, max_seq_length: int, device: str) 
     return budget * GPU_BUDGET_FACTOR if device.startswith("cuda") else budget
 
 
-def default_workers(device: str) -> int:
+def default_workers(device: str, remote: bool = False) -> int:
     """On a GPU box every spare core prepares books (the GPU eats them faster than one core
-    can parse); on the CPU the model needs the cores itself."""
+    can parse); with embedding servers every core but the coordinator's does; on the CPU the
+    model needs the cores itself."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
+    if remote:
+        return max(1, min(32, cores - 1))
     if device.startswith("cuda"):
         return max(1, min(32, cores - 2))
     return max(1, min(4, cores - 1))

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alexandria.embedding.cache import CACHE_ENV
 from alexandria.embedding.embedder import get_embedder
 from alexandria.embedding.models import resolve_model
-from alexandria.embedding.onnx import CACHE_ENV, EXPORT_NAME, export_dir, load_onnx
+from alexandria.embedding.onnx import EXPORT_NAME, export_dir, load_onnx
 from tests.embedding.gemma import gemma_folder
 from tests.embedding.test_real_gemma import TEXTS
 

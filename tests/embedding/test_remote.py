@@ -177,3 +177,28 @@ def test_a_batch_answered_with_too_many_vectors_stops_the_run_and_is_never_store
     assert "Traceback" not in proc.stderr
     status = status_json(tmp_path / "store")  # a book done before the bad batch stays done
     assert status["totals"]["done"] < 4 and status["mismatches"] == 0
+
+
+def test_an_ingest_with_embedding_servers_never_imports_torch(tmp_path, sample_epubs):
+    """Its start-up is the tokenizer (from Alexandria's cache after the first run), never the
+    deep-learning libraries it has no use for."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    code = (
+        "import sys, json; from alexandria import IngestOptions, ingest; "
+        "r = ingest(IngestOptions(files=(sys.argv[1],), model='minilm', store=sys.argv[2], "
+        "embed_urls=(sys.argv[3],))); "
+        "print(json.dumps([r.chunks, 'torch' in sys.modules, 'transformers' in sys.modules]))")
+    with TinyServer(Behaviour()) as server:
+        for store in ("first", "second"):  # the first run may fill the tokenizer cache
+            out = subprocess.run(
+                [sys.executable, "-c", code, str(sample_epubs[0]), str(tmp_path / store), server.url],
+                cwd=REPO, capture_output=True, text=True, timeout=300)
+            assert out.returncode == 0, out.stderr
+    chunks, torch, transformers = json.loads(out.stdout.strip().splitlines()[-1])
+    assert chunks > 0
+    assert not torch and not transformers
