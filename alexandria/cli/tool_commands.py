@@ -38,8 +38,15 @@ from alexandria.errors import UsageError
      help="Also write the numbers and every question's result here as JSON.")
 @opt("--modes", default="dense,sparse,hybrid", show_default=True, envvar=None,
      help="Comma-separated search modes, each scored on the same ingest.")
+@opt("--chunk-tokens", type=int, default=512, show_default=True, envvar=None,
+     help="Maximum tokens per chunk.")
+@opt("--overlap", type=int, default=64, show_default=True, envvar=None,
+     help="Tokens shared by neighbours.")
+@opt("--store", type=click.Path(path_type=Path), default=None, envvar=None,
+     help="Keep each chunker's store in DIR/<chunker> instead of a temporary one: a later eval "
+          "of the same books and settings only searches.")
 def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, json_file,
-             modes) -> None:
+             modes, chunk_tokens, overlap, store) -> None:
     """Retrieval check: hit@1, hit@k and MRR per chunker for a JSONL question set."""
 
     def run() -> int:
@@ -58,7 +65,8 @@ def eval_cmd(questions, corpus, chunkers, model, device, dtype, top_k, workers, 
         # the JSON report is written after each chunker, so a crash keeps the finished ones
         opts = EvalOptions(corpus=corpus, chunkers=names, model=model, device=device,
                            dtype=dtype, top_k=top_k, workers=workers, modes=mode_names,
-                           report_file=json_file)
+                           report_file=json_file, chunk_tokens=chunk_tokens, overlap=overlap,
+                           store=store)
         report = evaluate(qs, opts, progress=lambda msg: click.echo(msg, err=True))
         click.echo(render_table(report))
         return EXIT_OK

@@ -76,6 +76,11 @@ class EvalOptions:
     backend: str | None = None
     quantize: str | None = None
     dims: int | None = None
+    # Keep each chunker's store here (DIR/<chunker>) instead of a throwaway one: the ingest is the
+    # usual incremental one, so a later eval of the same books and settings only searches.
+    store: Path | None = None
+    chunk_tokens: int = 512
+    overlap: int = 64
 
 
 @dataclass
@@ -323,8 +328,9 @@ def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], o
     extra: dict[str, Any] = {"chunker": name} if _has_chunker_option() else {}
     if _has_option(IngestOptions, "extract_cache"):
         extra["extract_cache"] = cache
-    store_dir = tmp / f"store-{name}"
-    say(f"{name}: ingesting {len(files)} books into a temporary store")
+    store_dir = Path(opts.store).expanduser() / name if opts.store else tmp / f"store-{name}"
+    say(f"{name}: ingesting {len(files)} books into "
+        + (f"{store_dir} (books already there are kept)" if opts.store else "a temporary store"))
     done = 0
 
     def book_done(result) -> None:
@@ -340,15 +346,23 @@ def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], o
     report = ingest(IngestOptions(
         files=files, model=opts.model, device=opts.device, dtype=opts.dtype, store=store_dir,
         workers=opts.workers, batch_size=opts.batch_size, prune=False, backend=opts.backend,
+        chunk_tokens=opts.chunk_tokens, overlap=opts.overlap,
         quantize=opts.quantize, dims=opts.dims, **extra), progress=book_done)
     ingest_s = round(time.perf_counter() - t, 1)
     path_of = {b["book_key"]: Path(b["path"]).resolve() for b in report.books if b.get("path")}
-    say(f"{name}: {report.books_done} books, {report.chunks} chunks in {ingest_s:.0f}s; "
+    chunks, tokens = report.chunks, report.tokens
+    if opts.store:  # books kept from an earlier eval count too
+        from alexandria.query.status import status
+        from alexandria.store.location import Location
+
+        totals = status(Location.of(opts.model, store=store_dir, collection=report.collection))["totals"]
+        chunks, tokens = totals["chunks"], totals["tokens"]
+    say(f"{name}: {len(files) - len(report.failures)} books, {chunks} chunks in {ingest_s:.0f}s; "
         f"searching {len(questions)} questions")
     scores = []
     for mode in opts.modes:
         score = ChunkerScore(chunker=name, mode=mode, questions=len(questions),
-                             books=len(files), chunks=report.chunks, tokens=report.tokens,
+                             books=len(files), chunks=chunks, tokens=tokens,
                              ingest_s=ingest_s,
                              books_failed=list(report.failures))
         _search_all(score, questions, books, opts, store_dir, report.collection, path_of)
@@ -356,7 +370,8 @@ def _run_chunker(name: str, questions: list[Question], books: dict[str, Path], o
         say(f"{_label(score)}: hit@1 {score.hit_at_1:.3f}, hit@{opts.top_k} {score.hit_at_k:.3f}, "
             f"MRR {score.mrr:.3f}")
         scores.append(score)
-    shutil.rmtree(store_dir, ignore_errors=True)
+    if not opts.store:
+        shutil.rmtree(store_dir, ignore_errors=True)
     return scores, report.device or opts.device
 
 

@@ -194,3 +194,24 @@ def test_an_unknown_search_mode_is_one_sentence() -> None:
     qs = load_questions(QUESTIONS)[:1]
     with pytest.raises(UsageError, match="Unknown search mode 'fuzzy'"):
         evaluate(qs, EvalOptions(corpus=BOOKS, modes=("fuzzy",)))
+
+
+@pytest.mark.slow
+def test_a_kept_store_is_scored_again_without_embedding_anything(tmp_path: Path) -> None:
+    """eval --store: the first eval ingests into it, a second one only searches and scores alike;
+    other chunk settings are ingested again (their fingerprint differs)."""
+    need_corpus()
+    small = [q for q in load_questions(QUESTIONS) if q.book == "idpf-wasteland.epub"]
+    opts = EvalOptions(corpus=BOOKS, chunkers=("structural",), model="minilm", device="cpu",
+                       modes=("dense",), store=tmp_path / "kept")
+    said: list[str] = []
+    first = evaluate(small, opts, progress=said.append).scores[0]
+    assert (tmp_path / "kept" / "structural" / "manifest.sqlite").is_file()
+    again: list[str] = []
+    second = evaluate(small, opts, progress=again.append).scores[0]
+    assert second.chunks == first.chunks > 0
+    assert [r["rank"] for r in second.results] == [r["rank"] for r in first.results]
+    assert any(": 1/1 idpf-wasteland.epub: unchanged" in m for m in again), again
+    smaller = evaluate(small, EvalOptions(**{**opts.__dict__, "chunk_tokens": 128, "overlap": 16}),
+                       progress=lambda _m: None).scores[0]
+    assert smaller.chunks > first.chunks
