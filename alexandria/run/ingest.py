@@ -296,7 +296,7 @@ class Ingest:
         # Niced where they share the box with a GPU's feeder or, maybe, with the servers.
         nice = PREP_NICE if remote or device.startswith("cuda") else 0
         initargs = (self.tokenizer_json, self.max_seq_length, self.opts.chunk_settings(),
-                    self.spec.document_template, nice, True,
+                    self.spec.document_template, nice, self.opts.reuse_tokens,
                     self.opts.sparse is not False)
         cache = str(self.opts.extract_cache) if self.opts.extract_cache else None
         return Preparing(to_ingest, workers, initargs, self.failures, self.limits.part_chars, cache)

@@ -68,6 +68,9 @@ class IngestOptions:
     token_budget: int | None = None  # tokens per model batch; default batch_size x chunk_tokens (x4 on GPU)
     compile: str = "auto"  # torch.compile the model: auto (on CUDA), on, off
     packing: str = "auto"  # unpadded batches (alexandria.packed): auto (CUDA), on, off
+    # Chunks take their token ids from their chapter's where the tokenizer allows it; False
+    # tokenizes every chunk again (bench --no-token-reuse: what the reuse saves).
+    reuse_tokens: bool = True
     store_process: bool = True  # Qdrant Edge in a child process (its point building holds the GIL)
     gpus: str | None = None  # "all" or N: one embedding device per GPU (else --device a,b)
     max_vram_gb: float | None = None  # caps the token budget so the card stays under this

@@ -47,6 +47,9 @@ REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shor
                    "model-only pass under torch.profiler: each kernel's time per million tokens in both.")
 @click.option("--packing", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="Unpadded batches in the pipeline and the model-only pass (as ingest --packing).")
+@click.option("--token-reuse/--no-token-reuse", default=True, show_default=True,
+              help="Chunks take their token ids from their chapter's where the tokenizer allows "
+                   "it; --no-token-reuse tokenizes every chunk again, to measure what that saves.")
 @click.option("--embed-url", "embed_urls", multiple=True,
               help="Bench these embedding servers instead (repeatable or comma-separated): a real "
                    "ingest through them against their own speed on the same texts, over 1..N "
@@ -65,7 +68,7 @@ REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shor
 @click.option("--question-books", default=None,
               help="--variants: only the questions about these books (comma-separated file names).")
 def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
-                  batch_size, json_file, workdir, workers, profile, packing, embed_urls,
+                  batch_size, json_file, workdir, workers, profile, packing, token_reuse, embed_urls,
                   embed_api, variants, chunks, questions, question_books) -> None:
     """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books
     (or, with --embed-url, against the embedding servers alone; with --variants, a model's CPU
@@ -92,7 +95,8 @@ def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens,
             return
         result = run_bench(corpus, model, device, synthetic_weights, tokens, repeats, batch_size,
                            workdir, dtype=dtype, gpus=gpus, workers=workers, profile=profile,
-                           packing=packing, progress=lambda m: click.echo(m, err=True),
+                           packing=packing, reuse_tokens=token_reuse,
+                           progress=lambda m: click.echo(m, err=True),
                            on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
     except UsageError as e:
         click.echo(f"Error: {e}", err=True)

@@ -99,6 +99,7 @@ def run_bench(
     workers: int | None = None,
     profile: bool = False,
     packing: str = "auto",
+    reuse_tokens: bool = True,
     progress: Progress | None = None,
     on_repeat: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def run_bench(
         st_model = embedder.model
         base_opts = IngestOptions(model=pipeline_model, device=device, dtype=resolved_dtype,
                                   batch_size=batch_size, force=True, workers=workers,
-                                  packing=packing)
+                                  packing=packing, reuse_tokens=reuse_tokens)
 
         # 2. one dry pass: chunks and tokens per pass, the number of copies
         t = time.perf_counter()
@@ -197,7 +198,8 @@ def run_bench(
         def e2e_options(store: Path, directory: Path = copy_dir) -> IngestOptions:
             return IngestOptions(directory=directory, model=pipeline_model, device=device,
                                  dtype=resolved_dtype, batch_size=batch_size, force=True,
-                                 store=store, workers=workers, packing=packing)
+                                 store=store, workers=workers, packing=packing,
+                                 reuse_tokens=reuse_tokens)
 
         # 3. model-only batches (the same chunks, length-sorted; packed or padded as the pipeline)
         all_texts = [t for b in passbooks for t in b.texts]
@@ -328,6 +330,7 @@ def run_bench(
                 "mean_chunk_tokens": round(mean_padded_len, 1),
                 "batch_size": batch_size,
                 "workers": workers or default_workers(device),  # before the cap at the books of a run
+                "token_reuse": reuse_tokens,
                 "baseline_batch_size": BASELINE_BATCH,
                 "repeats": len(runs),
                 "books": len(passbooks),
@@ -377,7 +380,7 @@ def run_bench(
                 multi = IngestOptions(directory=copy_dir, model=pipeline_model, device=device,
                                       gpus=str(len(devices)), dtype=resolved_dtype,
                                       batch_size=batch_size, force=True, store=store,
-                                      workers=workers, packing=packing)
+                                      workers=workers, packing=packing, reuse_tokens=reuse_tokens)
                 with contextlib.ExitStack() as sampling:
                     samplers = [sampling.enter_context(GpuSampler(d)) for d in devices]
                     multi_timelines = sampling.enter_context(
