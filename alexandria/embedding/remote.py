@@ -15,10 +15,14 @@ least-loaded endpoint that is up; an endpoint that fails `DOWN_AFTER` times in a
 for `COOLDOWN_S` and tried again after that; once no endpoint has answered anything for
 `retry_budget_s`, a failing batch fails the run (RunFailure, exit 74, the endpoints named). A 429
 or a timeout also lowers that endpoint's concurrency by one (back up by one after `RECOVER_AFTER`
-successes), and so does a server that slows down: a request that takes `SLOW_FACTOR` times its
-usual time per text (a running average over the requests that were not slow). Retries take free
-slots like first tries: a slow server sent more work only gets slower, and a request that timed
-out is still being computed there.
+successes), and so does a server that slows down: `SLOW_STREAK` answers in a row that each took
+`SLOW_FACTOR` times what an answer of its size usually takes there (Latency: a running fit of
+seconds against characters over the answers that were not slow, learnt again after each lowering,
+so a lasting slowdown lowers the concurrency a step, not down to one). By size, since a batch of long
+chunks takes longer than one of short ones and both pay the same fixed cost per request; in a row,
+since one late answer (a server's garbage collection, a long queue) is no slowdown. Retries
+take free slots like first tries: a slow server sent more work only gets slower, and a request
+that timed out is still being computed there.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ DOWN_AFTER = 3  # failures in a row that take an endpoint out
 COOLDOWN_S = 5.0  # how long it stays out before it is tried again
 BACKOFF_S = (0.2, 5.0)  # first and longest wait between tries of one batch
 RECOVER_AFTER = 20  # successes in a row that give a lowered endpoint one more slot back
-SLOW_FACTOR = 3.0  # a request this many times slower per text than usual: the server slowed down
+SLOW_FACTOR = 3.0  # an answer this many times slower per character than usual is a slow one
+SLOW_STREAK = 4  # slow answers in a row that lower the concurrency by one
 SLOW_AFTER = 8  # requests timed before "usual" means anything
 PROBE_TEXT = "Alexandria checks the embedding server."
 # Where a bare http://host:port answers, in the order tried.
@@ -58,6 +63,41 @@ class EndpointError(Exception):
     def __init__(self, message: str, transient: bool, slow_down: bool = False) -> None:
         super().__init__(message)
         self.transient, self.slow_down = transient, slow_down
+
+
+@dataclass
+class Latency:
+    """What an answer of a given size usually takes on one endpoint: seconds = a + b x characters,
+    fitted by least squares over exponentially weighted running means (the fixed cost of a request
+    and the cost of its text), so that batches of short and of long chunks are judged alike."""
+
+    n: int = 0
+    x: float = 0.0  # mean characters
+    y: float = 0.0  # mean seconds
+    xx: float = 0.0
+    xy: float = 0.0
+
+    WEIGHT = 0.2  # of the newest answer in the running means
+
+    def add(self, chars: int, seconds: float) -> None:
+        w = 1.0 if self.n == 0 else self.WEIGHT
+        self.x += w * (chars - self.x)
+        self.y += w * (seconds - self.y)
+        self.xx += w * (chars * chars - self.xx)
+        self.xy += w * (chars * seconds - self.xy)
+        self.n += 1
+
+    def expected(self, chars: int) -> float:
+        var = self.xx - self.x * self.x
+        if var <= 1e-9 * max(1.0, self.xx):  # every answer the same size so far
+            return self.y
+        b = (self.xy - self.x * self.y) / var
+        a = self.y - b * self.x
+        if b < 0:  # noise: size tells nothing yet
+            return self.y
+        if a < 0:  # no fixed cost visible: proportional to size
+            return self.y * chars / max(1.0, self.x)
+        return a + b * chars
 
 
 @dataclass
@@ -79,8 +119,8 @@ class Endpoint:
     rows: int = 0
     served_model: str | None = None
     last_error: str = ""
-    per_row_s: float = 0.0  # usual seconds per text: running average of the requests not slow
-    timed: int = 0
+    latency: Latency = field(default_factory=lambda: Latency())  # what an answer usually takes
+    slow_streak: int = 0  # slow answers in a row
 
     @property
     def name(self) -> str:
@@ -444,7 +484,7 @@ class RemoteEmbedder:
                 self._closing.wait(pause)  # close() cuts the backoff short
                 wait = min(wait * 2, BACKOFF_S[1])
                 continue
-            self._succeeded(e, len(texts), time.monotonic() - started)
+            self._succeeded(e, len(texts), sum(map(len, texts)), time.monotonic() - started)
             return vectors
 
     def _any_up_locked(self) -> bool:
@@ -466,7 +506,7 @@ class RemoteEmbedder:
                             "others go on", e.name, COOLDOWN_S, e.failures, err)
             self._cond.notify_all()
 
-    def _succeeded(self, e: Endpoint, rows: int, seconds: float) -> None:
+    def _succeeded(self, e: Endpoint, rows: int, chars: int, seconds: float) -> None:
         with self._cond:
             self._last_answer = time.monotonic()
             e.in_flight -= 1
@@ -475,18 +515,21 @@ class RemoteEmbedder:
             e.failures = 0
             e.requests += 1
             e.rows += rows
-            per_row = seconds / max(1, rows)
-            if e.timed >= SLOW_AFTER and per_row > SLOW_FACTOR * e.per_row_s:
+            usual = e.latency.expected(chars)
+            if e.latency.n >= SLOW_AFTER and seconds > SLOW_FACTOR * usual:
                 e.successes = 0  # a slow answer never counts towards a raise
-                if e.limit > 1:
+                e.slow_streak += 1
+                if e.slow_streak >= SLOW_STREAK and e.limit > 1:
                     e.limit -= 1
-                    log.info("embedding server %s slowed down (%.0f ms a text, usually %.0f), "
-                             "concurrency lowered to %d", e.name, 1000 * per_row,
-                             1000 * e.per_row_s, e.limit)
+                    e.slow_streak = 0
+                    e.latency = Latency()  # the usual time at the new concurrency, learnt again
+                    log.info("embedding server %s slowed down (%.0f ms for %d characters, usually "
+                             "%.0f), concurrency lowered to %d", e.name, 1000 * seconds, chars,
+                             1000 * usual, e.limit)
                 self._cond.notify_all()
                 return
-            e.per_row_s = per_row if e.timed == 0 else 0.8 * e.per_row_s + 0.2 * per_row
-            e.timed += 1
+            e.latency.add(chars, seconds)
+            e.slow_streak = 0
             e.successes += 1
             if e.limit < e.concurrency and e.successes >= RECOVER_AFTER:
                 e.limit += 1

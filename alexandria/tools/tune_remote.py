@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alexandria.embedding.models import resolve_model
-from alexandria.embedding.remote import RemoteEmbedder, connect
+from alexandria.embedding.remote import Latency, RemoteEmbedder, connect
 from alexandria.errors import RunFailure, UsageError
 
 BATCHES = (8, 16, 32, 64)
@@ -60,7 +60,7 @@ def time_endpoint(remote: RemoteEmbedder, texts: list[str], tokens: int, batch: 
                   concurrency: int) -> RemoteTrial:
     e = remote.endpoints[0]
     e.batch, e.concurrency, e.limit = batch, concurrency, concurrency
-    e.timed, e.per_row_s = 0, 0.0  # "usual" latency depends on the concurrency: learnt again
+    e.latency = Latency()  # "usual" latency depends on the concurrency: learnt again
     try:
         # warm: connections and the server's shapes, on at most a quarter of the sample
         remote.encode_texts(texts[: min(batch * concurrency, max(1, len(texts) // 4))])

@@ -107,6 +107,37 @@ def test_a_server_that_slows_down_gets_fewer_requests_at_once_and_every_vector_s
             remote.close()
 
 
+def test_batches_of_long_texts_and_one_late_answer_are_no_slowdown():
+    """A server's time grows with a batch's text and a request has a fixed cost: runs of batches
+    of short chunks after long ones, and one late answer now and then, keep the concurrency."""
+    behaviour = Behaviour(base_delay_s=0.004, delay_per_char_s=2e-6, late_every=15, late_s=0.15)
+    with TinyServer(behaviour) as server:
+        url = server.url + "/v1/embeddings"
+        remote = connect(MINILM, [url], batch=4, concurrency=4)
+        try:
+            for _ in range(3):
+                remote.encode_texts(["x" * 4000] * 24)  # 6 batches of long texts
+                remote.encode_texts(["short"] * 24)  # then 6 of short ones
+            assert remote.stats()[url]["concurrency"] == 4
+            assert behaviour.requests > 30
+        finally:
+            remote.close()
+
+
+def test_the_usual_time_of_an_answer_is_fitted_to_its_size():
+    from alexandria.embedding.remote import Latency
+
+    lat = Latency()
+    for chars in (100, 4000, 200, 8000, 100, 4000) * 3:
+        lat.add(chars, 0.002 + 1e-6 * chars)
+    assert lat.expected(100) == pytest.approx(0.0021, rel=0.05)
+    assert lat.expected(8000) == pytest.approx(0.010, rel=0.05)
+    flat = Latency()
+    for _ in range(5):
+        flat.add(500, 0.01)
+    assert flat.expected(500) == pytest.approx(0.01)
+
+
 def test_a_wrong_number_of_vectors_fails_the_batch_loudly():
     behaviour = Behaviour()
     with TinyServer(behaviour) as server:

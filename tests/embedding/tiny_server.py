@@ -23,6 +23,12 @@ class Behaviour:
     after_ok: int | None = None  # once this many requests were answered, answer with extra_vectors
     slow_after: int | None = None  # once this many requests were answered, each takes delay_s
     delay_s: float = 0.0
+    # every answer takes base_delay_s + delay_per_char_s x its texts' characters (a real server's
+    # fixed and per-text costs); every late_every-th answer late_s more
+    base_delay_s: float = 0.0
+    delay_per_char_s: float = 0.0
+    late_every: int | None = None
+    late_s: float = 0.0
     seen_auth: list = field(default_factory=list)
     requests: int = 0
 
@@ -54,6 +60,8 @@ class TinyServer:
                 texts = body["input"]
                 if b.slow_after is not None and n > b.slow_after:
                     time.sleep(b.delay_s)
+                time.sleep(b.base_delay_s + b.delay_per_char_s * sum(map(len, texts))
+                           + (b.late_s if b.late_every and n % b.late_every == 0 else 0.0))
                 extra = b.extra_vectors if b.after_ok is None or n > b.after_ok else 0
                 data = [{"index": i, "embedding": vector(t, b.dimension), "object": "embedding"}
                         for i, t in enumerate(texts + texts[:1] * extra)]
