@@ -8,23 +8,24 @@
 #   OUT=/some/dir bash benchmarks/gpu_gemma.sh PARTS SHA256 BOOKS EVAL_BOOKS [STEPS]
 #
 # PARTS: a folder of the bf16 model.safetensors split in name order (p00, r00, r01, ...) and
-# files.tgz (the snapshot's other files); STEPS: any of assemble,reuse,packing,eval (default all).
+# .tgz files of the snapshot's other files (the Dense layers' weights included); STEPS: any of assemble,reuse,packing,eval (default all).
 set -euo pipefail
 PARTS=${1:?parts folder}
 SHA=${2:?sha256 of the bf16 model.safetensors}
 BOOKS=${3:?a folder of EPUBs for the benches}
-EVAL_BOOKS=${4:?the question set's books}
+EVAL_BOOKS=${4:?the books of the question set}
 STEPS=${5:-assemble,reuse,packing,eval}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-SNAP=$HOME/.cache/huggingface/hub/models--google--embeddinggemma-300m/snapshots/57c266a740f537b4dc058e1b0cda161fd15afa75
+HUB=$(python3 -c "from huggingface_hub import constants; print(constants.HF_HUB_CACHE)")
+SNAP=$HUB/models--google--embeddinggemma-300m/snapshots/57c266a740f537b4dc058e1b0cda161fd15afa75
 if [[ $STEPS == *assemble* ]]; then
   mkdir -p "$SNAP" "$(dirname "$(dirname "$SNAP")")/refs"
-  echo 57c266a740f537b4dc058e1b0cda161fd15afa75 > "$(dirname "$(dirname "$SNAP")")/refs/main"
+  printf %s 57c266a740f537b4dc058e1b0cda161fd15afa75 > "$(dirname "$(dirname "$SNAP")")/refs/main"
   cat $(ls "$PARTS"/p* "$PARTS"/r* | sort) > "$SNAP/model.safetensors"
   echo "$SHA  $SNAP/model.safetensors" | sha256sum -c -
-  tar xzf "$PARTS/files.tgz" -C "$SNAP"
+  for f in "$PARTS"/*.tgz; do tar xzf "$f" -C "$SNAP"; done
 fi
 if [[ $STEPS == *reuse* ]]; then
   for r in 1 2; do
@@ -40,7 +41,7 @@ if [[ $STEPS == *packing* ]]; then
 fi
 if [[ $STEPS == *eval* ]]; then
   python3 -m alexandria eval tests/eval/questions.jsonl --corpus "$EVAL_BOOKS" --chunker structural \
-    --model embeddinggemma --device cuda --store /tmp/eval-base --json "$OUT/eval-base.json" 2>&1 | tail -12
+    --model embeddinggemma --device cuda --store /tmp/eval-base --json "$OUT/eval-base.json" 2>&1 | grep -v "^extracting\|^warning\|: [0-9]*/[0-9]* "
   python3 benchmarks/fusion_grid.py tests/eval/questions.jsonl --corpus "$EVAL_BOOKS" \
     --store /tmp/eval-base/structural --device cuda --json "$OUT/fusion-base.json"
   python3 benchmarks/fusion_grid.py tests/eval/questions.jsonl --corpus "$EVAL_BOOKS" \
@@ -48,5 +49,5 @@ if [[ $STEPS == *eval* ]]; then
     --json "$OUT/fusion-qa.json"
   python3 -m alexandria eval tests/eval/questions.jsonl --corpus "$EVAL_BOOKS" --chunker structural \
     --model embeddinggemma --device cuda --store /tmp/eval-256 --chunk-tokens 256 --overlap 32 \
-    --json "$OUT/eval-256.json" 2>&1 | tail -12
+    --json "$OUT/eval-256.json" 2>&1 | grep -v "^extracting\|^warning\|: [0-9]*/[0-9]* "
 fi
