@@ -62,7 +62,8 @@ def fuse_dbsf(scored_lists):
 def main(questions, corpus, store, prompt, device, json_file):
     from alexandria.embedding import models
     from alexandria.query.search import Searcher, SearchOptions
-    from alexandria.tools.evaluate import chapter_matches, load_questions, resolve_books
+    from alexandria.store.sparse import PREFETCH_MIN, RRF_K
+    from alexandria.tools.evaluate import hit_rates, load_questions, ranks, resolve_books
 
     if prompt is not None:
         for name, make in list(models.ALIASES.items()):
@@ -86,41 +87,32 @@ def main(questions, corpus, store, prompt, device, json_file):
             for key, _, p in hits:
                 payload_of[key] = p
 
-    def judge(q, ranked):
-        book = books[q.book].resolve()
-        for rank, key in enumerate(ranked[:5], 1):
-            p = payload_of[key]
-            src = Path(p.get("source_path") or "").resolve()
-            if src == book and chapter_matches(q.chapter, p.get("chapter")):
-                return rank
-        return None
+    def judge(q, ranked):  # alexandria eval's verdict on the top 5 of a fused list
+        return ranks(q, books[q.book], [payload_of[key] for key in ranked[:5]])[0]
 
     fusions = {"dense": lambda r: [k for k, _, _ in r["dense"]],
                "sparse": lambda r: [k for k, _, _ in r["sparse"]]}
-    for k in (60, 20, 10, 2):
+    n = PREFETCH_MIN  # what each side hands hybrid's fusion (top_k 5)
+
+    def keys(r, depth=n):
+        return [[x for x, _, _ in r["dense"][:depth]], [x for x, _, _ in r["sparse"][:depth]]]
+
+    for k in (RRF_K, 20, 10, 2):
         for wd, ws in ((1, 1), (2, 1), (3, 2), (1, 2)):
             fusions[f"rrf k={k} w={wd}:{ws}"] = (
-                lambda r, k=k, wd=wd, ws=ws: fuse_rrf(
-                    [[x for x, _, _ in r["dense"][:50]], [x for x, _, _ in r["sparse"][:50]]], k, (wd, ws)))
-    fusions["rrf k=60 w=1:1 prefetch 100"] = lambda r: fuse_rrf(
-        [[x for x, _, _ in r["dense"]], [x for x, _, _ in r["sparse"]]], 60, (1, 1))
-    fusions["dbsf"] = lambda r: fuse_dbsf([[(x, s) for x, s, _ in r["dense"][:50]],
-                                           [(x, s) for x, s, _ in r["sparse"][:50]]])
+                lambda r, k=k, wd=wd, ws=ws: fuse_rrf(keys(r), k, (wd, ws)))
+    fusions[f"rrf k={RRF_K} w=1:1 prefetch {DEPTH}"] = lambda r: fuse_rrf(keys(r, DEPTH), RRF_K, (1, 1))
+    fusions["dbsf"] = lambda r: fuse_dbsf([[(x, s) for x, s, _ in r[side][:n]]
+                                           for side in ("dense", "sparse")])
     out = {}
     langs = sorted({q.language for q in qs})
     print(f"{'fusion':<30} {'hit@1':>6} {'hit@5':>6} {'MRR':>6}  " + "  ".join(f"{x:>9}" for x in langs))
     for name, fuse in fusions.items():
-        ranks = [judge(q, fuse(r)) for q, r in zip(qs, lists, strict=True)]
-
-        def rates(idx, ranks=ranks):
-            rs = [ranks[i] for i in idx]
-            n = len(rs) or 1
-            return (sum(x == 1 for x in rs) / n, sum(bool(x) for x in rs) / n,
-                    sum(1 / x for x in rs if x) / n)
-
-        every = rates(range(len(qs)))
-        per = {lang: rates([i for i, q in enumerate(qs) if q.language == lang]) for lang in langs}
-        out[name] = {"all": every, "by_language": per, "ranks": ranks}
+        found = [judge(q, fuse(r)) for q, r in zip(qs, lists, strict=True)]
+        every = hit_rates(found)
+        per = {lang: hit_rates([x for x, q in zip(found, qs, strict=True) if q.language == lang])
+               for lang in langs}
+        out[name] = {"all": every, "by_language": per, "ranks": found}
         print(f"{name:<30} {every[0]:6.3f} {every[1]:6.3f} {every[2]:6.3f}  "
               + "  ".join(f"{per[x][0]:.2f}/{per[x][1]:.2f}" for x in langs))
     if json_file:

@@ -119,7 +119,7 @@ class Endpoint:
     rows: int = 0
     served_model: str | None = None
     last_error: str = ""
-    latency: Latency = field(default_factory=lambda: Latency())  # what an answer usually takes
+    latency: Latency = field(default_factory=Latency)  # what an answer usually takes
     slow_streak: int = 0  # slow answers in a row
 
     @property

@@ -398,33 +398,51 @@ def _label(score: ChunkerScore) -> str:
     return score.chunker if score.mode == "dense" else f"{score.chunker}/{score.mode}"
 
 
-def _judge(q: Question, book: Path, hits: list, path_of: dict[str, Path]) -> dict[str, Any]:
-    """One question's verdict: the rank of the first right chapter and of the first right book."""
-    book_flags, chapter_flags, got = [], [], []
-    for h in hits:
-        p = h.payload
-        source = path_of.get(p.get("book_key") or "")
-        if source is None and p.get("source_path"):
-            source = Path(p["source_path"]).resolve()
-        right_book = source == book
+def _source(p: dict[str, Any], path_of: dict[str, Path]) -> Path | None:
+    """The book file a hit's payload came from."""
+    source = path_of.get(p.get("book_key") or "")
+    if source is None and p.get("source_path"):
+        source = Path(p["source_path"]).resolve()
+    return source
+
+
+def ranks(q: Question, book: Path, payloads: list[dict[str, Any]],
+          path_of: dict[str, Path] | None = None) -> tuple[int | None, int | None]:
+    """The 1-based rank of the first hit from the expected chapter and of the first from the
+    right book (None: not among them), for hits' payloads in ranked order."""
+    book_flags, chapter_flags = [], []
+    for p in payloads:
+        right_book = _source(p, path_of or {}) == book
         book_flags.append(right_book)
         chapter_flags.append(right_book and chapter_matches(q.chapter, p.get("chapter")))
-        got.append({"book": source.name if source else p.get("title"), "chapter": p.get("chapter"),
-                    "score": round(float(h.score), 4)})
+    return _rank(chapter_flags), _rank(book_flags)
+
+
+def hit_rates(found: list[int | None]) -> tuple[float, float, float]:
+    """hit@1, hit@k and MRR of questions' ranks (None: not found in the top k)."""
+    m = len(found) or 1
+    return (round(sum(1 for x in found if x == 1) / m, 4),
+            round(sum(1 for x in found if x) / m, 4),
+            round(sum(1 / x for x in found if x) / m, 4))
+
+
+def _judge(q: Question, book: Path, hits: list, path_of: dict[str, Path]) -> dict[str, Any]:
+    """One question's verdict: the rank of the first right chapter and of the first right book."""
+    chapter_rank, book_rank = ranks(q, book, [h.payload for h in hits], path_of)
+    got = []
+    for h in hits:
+        source = _source(h.payload, path_of)
+        got.append({"book": source.name if source else h.payload.get("title"),
+                    "chapter": h.payload.get("chapter"), "score": round(float(h.score), 4)})
     return {"line": q.line, "question": q.question, "book": q.book, "chapter": q.chapter,
-            "language": q.language, "rank": _rank(chapter_flags), "book_rank": _rank(book_flags),
-            "top": got}
+            "language": q.language, "rank": chapter_rank, "book_rank": book_rank, "top": got}
 
 
 def _aggregate(score: ChunkerScore) -> None:
     rows = score.results
 
     def rates(subset: list[dict[str, Any]], key: str) -> tuple[float, float, float]:
-        m = len(subset) or 1
-        ranks = [r[key] for r in subset]
-        return (round(sum(1 for x in ranks if x == 1) / m, 4),
-                round(sum(1 for x in ranks if x) / m, 4),
-                round(sum(1 / x for x in ranks if x) / m, 4))
+        return hit_rates([r[key] for r in subset])
 
     score.hit_at_1, score.hit_at_k, score.mrr = rates(rows, "rank")
     score.book_hit_at_1, score.book_hit_at_k, score.book_mrr = rates(rows, "book_rank")
