@@ -4,7 +4,9 @@ A question file is JSON Lines, one object per line: ``question``, ``book``, ``ch
 ``language``. ``book`` is the book's file path relative to the corpus folder; when that path is not
 there, the file name is looked up anywhere below the corpus (it must be unique), so the same file
 works against ``epubs/books`` or ``epubs``. ``chapter`` is the chapter path as the extractor writes
-it into payloads (``Part II > Chapter 3``).
+it into payloads (``Part II > Chapter 3``). An optional ``also`` lists other chapters of the same
+book whose text answers the question as well (a summary that states the same fact): a hit there
+counts as a hit, since a reader who lands there has the answer.
 
 Each book the questions need is read and extracted once (and a question whose expected chapter
 holds more than half of its book's text is flagged: a hit there says little). For each chunker the
@@ -57,6 +59,11 @@ class Question:
     chapter: str
     language: str
     line: int  # 1-based line in the file, so a mistake can be pointed at
+    also: tuple[str, ...] = ()  # other chapters of the book that answer it too
+
+    @property
+    def chapters(self) -> tuple[str, ...]:
+        return (self.chapter, *self.also)
 
 
 @dataclass
@@ -166,8 +173,11 @@ def load_questions(path: Path) -> list[Question]:
         if missing:
             raise UsageError(f"Line {n} of {path} lacks {', '.join(missing)} (each a non-empty "
                              "string).")
+        also = obj.get("also", [])
+        if not isinstance(also, list) or not all(isinstance(c, str) and c.strip() for c in also):
+            raise UsageError(f"Line {n} of {path}: also must be a list of chapter paths.")
         out.append(Question(obj["question"].strip(), obj["book"].strip(), obj["chapter"].strip(),
-                            obj["language"].strip(), n))
+                            obj["language"].strip(), n, tuple(c.strip() for c in also)))
     if not out:
         raise UsageError(f"The question file {path} has no questions.")
     return out
@@ -309,10 +319,12 @@ def extract_once(questions: list[Question], books: dict[str, Path], cache: Path,
         for q in questions:
             if books[q.book] != path:
                 continue
-            share = sum(len(c.text) for c in book.chapters if chapter_matches(q.chapter, c.title))
-            if share == 0:
-                warnings.append(f"line {q.line}: no chapter of {path.name} matches {q.chapter!r}")
-            elif share / total > BIG_CHAPTER_SHARE:
+            for want in q.chapters:
+                if not any(chapter_matches(want, c.title) for c in book.chapters):
+                    warnings.append(f"line {q.line}: no chapter of {path.name} matches {want!r}")
+            share = sum(len(c.text) for c in book.chapters
+                        if any(chapter_matches(want, c.title) for want in q.chapters))
+            if share / total > BIG_CHAPTER_SHARE:
                 warnings.append(f"line {q.line}: the chapter {q.chapter!r} holds {share / total:.0%} "
                                 f"of {path.name}'s text, so finding it says little")
     return warnings
@@ -414,7 +426,8 @@ def ranks(q: Question, book: Path, payloads: list[dict[str, Any]],
     for p in payloads:
         right_book = _source(p, path_of or {}) == book
         book_flags.append(right_book)
-        chapter_flags.append(right_book and chapter_matches(q.chapter, p.get("chapter")))
+        chapter_flags.append(right_book and any(chapter_matches(c, p.get("chapter"))
+                                                for c in q.chapters))
     return _rank(chapter_flags), _rank(book_flags)
 
 
@@ -435,6 +448,7 @@ def _judge(q: Question, book: Path, hits: list, path_of: dict[str, Path]) -> dic
         got.append({"book": source.name if source else h.payload.get("title"),
                     "chapter": h.payload.get("chapter"), "score": round(float(h.score), 4)})
     return {"line": q.line, "question": q.question, "book": q.book, "chapter": q.chapter,
+            "also": list(q.also),
             "language": q.language, "rank": chapter_rank, "book_rank": book_rank, "top": got}
 
 
@@ -472,11 +486,12 @@ def render_table(report: EvalReport) -> str:
     if len(langs) > 1:
         lines += ["", f"{'by language':<24}{'hit@1':>7}{f'hit@{k}':>7}{'MRR':>7}{'book@' + str(k):>8}"]
         for s in scored:
-            for i, lang in enumerate(langs):
+            lines.append(_label(s))  # on its own line: "structural/hybrid" fills a column
+            for lang in langs:
                 row = s.by_language.get(lang)
                 if row is None:
                     continue
-                name = f"{_label(s) if i == 0 else '':<15}{lang} ({row['questions']})"
+                name = f"  {lang} ({row['questions']})"
                 lines.append(f"{name:<24}{row['hit@1']:>7.3f}{row['hit@k']:>7.3f}{row['mrr']:>7.3f}"
                              f"{row['book_hit@k']:>8.3f}")
     for s in report.scores:

@@ -15,6 +15,7 @@ from alexandria.tools.evaluate import (
     chapter_matches,
     evaluate,
     load_questions,
+    ranks,
     resolve_books,
 )
 from tests.conftest import EPUBS, need_corpus, run_cli
@@ -35,7 +36,9 @@ def test_question_file_is_well_formed() -> None:
     assert langs["fr"] + langs["ar"] >= 3
     assert len({q.question for q in qs}) == len(qs), "duplicate questions"
     for line in QUESTIONS.read_text(encoding="utf-8").splitlines():
-        assert set(json.loads(line)) == {"question", "book", "chapter", "language"}
+        keys = set(json.loads(line))
+        assert {"question", "book", "chapter", "language"} <= keys <= {
+            "question", "book", "chapter", "language", "also"}
 
 
 def test_every_book_and_chapter_exists_in_the_corpus() -> None:
@@ -47,7 +50,9 @@ def test_every_book_and_chapter_exists_in_the_corpus() -> None:
     for book, path in paths.items():
         chapters[book] = {c.title for c in extract_epub(path.read_bytes(), path.name).chapters}
     for q in qs:
-        assert q.chapter in chapters[q.book], f"line {q.line}: {q.chapter!r} not in {q.book}"
+        for chapter in q.chapters:
+            assert chapter in chapters[q.book], f"line {q.line}: {chapter!r} not in {q.book}"
+        assert q.chapter not in q.also
 
 
 def test_chapter_matching() -> None:
@@ -85,6 +90,34 @@ def test_mistakes_are_one_sentence(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     with pytest.raises(UsageError, match="Unknown chunker"):
         evaluate(load_questions(unknown), EvalOptions(corpus=BOOKS, chunkers=("fancy",)))
+
+
+def test_a_hit_in_another_chapter_that_answers_too_counts(tmp_path: Path) -> None:
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({
+        "question": "How do I pause a video without scripts?", "book": "spec.epub",
+        "chapter": "Content Documents > The trigger element", "language": "en",
+        "also": ["Changes from EPUB 2 > Triggers"]}) + "\n", encoding="utf-8")
+    q, = load_questions(questions)
+    assert q.chapters == ("Content Documents > The trigger element", "Changes from EPUB 2 > Triggers")
+    book, other = tmp_path / "spec.epub", tmp_path / "other.epub"
+    path_of = {"s": book, "o": other}
+    hits = [{"book_key": "s", "chapter": "Overview"},
+            {"book_key": "o", "chapter": "Changes from EPUB 2 > Triggers"},  # the wrong book
+            {"book_key": "s", "chapter": "Changes from EPUB 2 > Triggers"},
+            {"book_key": "s", "chapter": "Content Documents > The trigger element"}]
+    assert ranks(q, book, hits, path_of) == (3, 1)
+    without = load_questions(questions)[0]
+    without.also = ()
+    assert ranks(without, book, hits, path_of) == (4, 1)
+
+
+def test_also_must_list_chapter_paths(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "book": "b.epub", "chapter": "c", "language": "en",
+                               "also": "not a list"}) + "\n", encoding="utf-8")
+    with pytest.raises(UsageError, match="Line 1 .*also must be a list of chapter paths"):
+        load_questions(bad)
 
 
 @pytest.mark.slow
