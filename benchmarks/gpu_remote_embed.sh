@@ -61,3 +61,8 @@ echo "tuned: $TUNED"
 python3 -m alexandria bench --embed-url "$TUNED" --model /tmp/bge --corpus "$BOOKS" \
   --tokens "$TOKENS" --repeats "$REPEATS" --workdir /tmp/bench-remote --json "$OUT/remote.json"
 nvidia-smi --query-gpu=name,memory.used --format=csv >> "$OUT/gpu.txt"
+# Each n's last run: its log (every concurrency change is named there) and its report.
+for d in /tmp/bench-remote/run-*; do
+  cp -r "$d/logs" "$OUT/logs-${d##*/}" 2>/dev/null || true
+  cp "$d/report.json" "$OUT/report-${d##*/}.json" 2>/dev/null || true
+done
