@@ -115,3 +115,26 @@ def test_cpu_dtype_policy_bf16_is_close_to_fp32_and_fp16_is_refused(gemma, capsy
         print(f"\nEmbeddingGemma bf16 vs fp32 on this CPU: cosine min {c.min():.4f} "
               f"mean {c.mean():.4f} over {len(c)} texts")
     assert c.min() > 0.98
+
+
+def test_packed_batches_with_the_real_weights_give_the_padded_vectors(gemma):
+    """The real weights through packed (unpadded) batches, on this CPU's per-chunk attention: the
+    positions, the sliding-window layers (one text longer than their 512-token window) and the
+    pooling over each chunk's tokens give what the padded forward gives. The GPU's flash kernel
+    is checked against the padded forward each time a run turns packing on."""
+    from tests.conftest import minilm_ids
+
+    spec = gemma.spec
+    long = " ".join(f"The {i}th whale was sighted off the coast of Nantucket." for i in range(120))
+    texts = [spec.document_text(t, "none") for t in [*TEXTS, long]] + \
+        [spec.query_text(q) for q in QUERIES]
+    ids = minilm_ids(gemma, texts)  # tokenized as the book workers do it (any model's tokenizer)
+    assert max(len(x) for x in ids) > 600
+    padded = gemma.encode_ids(ids, token_budget=4096)
+    try:
+        assert gemma.set_packing("on") and gemma.packed
+        packed = gemma.encode_ids(ids, token_budget=4096)
+    finally:
+        gemma.set_packing("off")
+        gemma._packing = None  # the next user of the cached model decides again
+    assert cosines(packed, padded).min() > 0.999
