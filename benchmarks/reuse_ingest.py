@@ -33,6 +33,7 @@ def main() -> None:
     runs: dict[bool, list[dict]] = {True: [], False: []}
     with tempfile.TemporaryDirectory(prefix="alexandria-reuse-") as tmp:
         library = make_copies(corpus_books(a.corpus), a.copies, Path(tmp) / "library")
+
         def run(reuse: bool):
             store = Path(tmp) / "store"
             shutil.rmtree(store, ignore_errors=True)
