@@ -294,5 +294,10 @@ def test_bench_with_embed_url_compares_real_runs_with_the_servers_alone_over_one
         assert row["servers_alone_tokens_per_s"] > 0 and row["end_to_end_tokens_per_s"] > 0
         assert 0 < row["ratio"] == pytest.approx(
             run["end_to_end_tokens_per_s"] / run["servers_alone_tokens_per_s"], abs=1e-3)
+        before_index = run["tokens"] / (run["elapsed_s"] - run["stages_s"]["index"])
+        assert row["before_index_tokens_per_s"] == round(before_index)
+        assert row["before_index_tokens_per_s"] >= row["end_to_end_tokens_per_s"]
+        assert row["index_s"] == round(run["stages_s"]["index"], 2)
     assert "servers alone" in proc.stdout and "end to end" in proc.stdout
+    assert "before index" in proc.stdout
     assert_key_never_shown(proc.stdout, proc.stderr, folders=(tmp_path,))
