@@ -325,8 +325,10 @@ def extract_once(questions: list[Question], books: dict[str, Path], cache: Path,
             share = sum(len(c.text) for c in book.chapters
                         if any(chapter_matches(want, c.title) for want in q.chapters))
             if share / total > BIG_CHAPTER_SHARE:
-                warnings.append(f"line {q.line}: the chapter {q.chapter!r} holds {share / total:.0%} "
-                                f"of {path.name}'s text, so finding it says little")
+                what = f"the chapter {q.chapter!r} holds" if not q.also else \
+                    f"the chapters {', '.join(map(repr, q.chapters))} hold"
+                warnings.append(f"line {q.line}: {what} {share / total:.0%} of {path.name}'s text, "
+                                "so finding it says little")
     return warnings
 
 
