@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,6 +32,7 @@ from alexandria.store.config import (
     KEYWORD_INDEXES,
     StoreConfig,
     check_same,
+    index_threads,
     read_config,
     write_config,
 )
@@ -42,6 +45,8 @@ from alexandria.store.sparse import (
     term_weights,
     wants_sparse,
 )
+
+log = logging.getLogger("alexandria")
 
 
 class EdgeStore(VectorStore):
@@ -71,7 +76,7 @@ class EdgeStore(VectorStore):
                 # What the shard holds, whatever its record says (a record may predate sparse).
                 self.config = replace(read_config(self.path), sparse=self.sparse)
                 check_same(self.path, self.config, config or {})
-                self.shard = _load_shard(qe, self.path)
+                self.shard = _load_shard(qe, self.path, _reopen_config(qe, self.path, self.config))
             elif dimension is None:
                 raise CollectionMissing(collection, f"in {self.path.parent}")
             else:
@@ -348,12 +353,16 @@ BUILD = ".sparse-build"  # beside DIR/<collection>: the copy add_sparse makes
 OLD = ".before-sparse"  # the old shard between the two renames of the swap
 
 
+def _edge_config(qe, dimension: int, config: StoreConfig, threads: int):
+    """The unnamed dense vector (cosine, as `config` stores and indexes it), the sparse one (IDF)."""
+    return config.edge_config(qe, dimension, sparse_vectors={
+        SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if config.sparse else None,
+        index_threads=threads)
+
+
 def _create_shard(qe, path: Path, dimension: int, config: StoreConfig):
-    """A new shard: the unnamed dense vector (cosine, as `config` stores and indexes it), the
-    sparse one (IDF), keyword indexes on the fields searches filter on."""
-    edge = config.edge_config(qe, dimension, sparse_vectors={
-        SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)} if config.sparse else None)
-    shard = qe.EdgeShard.create(str(path), edge)
+    """A new shard (_edge_config), keyword indexes on the fields searches filter on."""
+    shard = qe.EdgeShard.create(str(path), _edge_config(qe, dimension, config, index_threads()))
     for name in KEYWORD_INDEXES:
         shard.update(qe.UpdateOperation.create_field_index(name, qe.PayloadSchemaType.Keyword))
     shard.flush()
@@ -375,16 +384,48 @@ def _drop_leftovers(path: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _load_shard(qe, path: Path, wait_s: float = 10.0):
-    """A killed run's store process may still be finishing its last write: wait for its lock."""
+def _reopen_config(qe, path: Path, config: StoreConfig):
+    """The EdgeConfig that opens this shard as it was created but with this machine's HNSW build
+    threads (they are part of Edge's configuration, written at creation, and a store moves between
+    machines); None where it already has them, or where `config` does not make the shard's own
+    configuration exactly, since Edge would take any other difference as a change to apply."""
+    threads = index_threads()
+    try:
+        stored = json.loads((path / "edge_config.json").read_text())
+        had = (stored.get("hnsw_config") or {}).get("max_indexing_threads")
+        dimension = edge_dimension(path / "edge_config.json")
+        if had is None or had == threads or dimension is None:
+            return None
+        # What Edge writes for `config` itself, from a throwaway shard: the one exact comparison.
+        with tempfile.TemporaryDirectory(prefix="alexandria-config-") as probe:
+            qe.EdgeShard.create(probe, _edge_config(qe, dimension, config, had)).close()
+            made = json.loads((Path(probe) / "edge_config.json").read_text())
+    except Exception as e:  # Edge raises plain Exception; the shard then opens as it is
+        log.debug("the store %s keeps its index threads: %s", path, e)
+        return None
+    # Keys Edge fills in with its defaults on a reopen are not part of what was asked.
+    if {k: v for k, v in stored.items() if k in made} != made:
+        log.debug("the store %s keeps its index threads: its configuration is not this "
+                  "version's", path)
+        return None
+    return _edge_config(qe, dimension, config, threads)
+
+
+def _load_shard(qe, path: Path, config=None, wait_s: float = 10.0):
+    """A killed run's store process may still be finishing its last write: wait for its lock.
+    config (_reopen_config) is a fresh thread count, dropped if Edge refuses it."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return qe.EdgeShard.load(str(path), None)
+            return qe.EdgeShard.load(str(path), config)
         except Exception as e:
-            if "WouldBlock" not in str(e) or time.monotonic() > deadline:
+            if "WouldBlock" in str(e) and time.monotonic() <= deadline:
+                time.sleep(0.1)
+            elif config is not None and "WouldBlock" not in str(e):
+                log.debug("the store %s keeps its index threads: %s", path, e)
+                config = None
+            else:
                 raise
-            time.sleep(0.1)
 
 
 def edge_vectors(config_file: Path) -> dict[str, Any]:

@@ -149,3 +149,52 @@ def test_configuration_options_with_a_server_url_are_refused(tmp_path):
                         store_config={"quantization": "int8"})
     with pytest.raises(UsageError, match="--quantization configure the embedded store"):
         where.open_store(8)
+
+
+def test_a_store_opened_on_another_machine_builds_its_index_with_that_machines_threads(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "3")
+    first = EdgeStore(tmp_path, "c", 8, {"quantization": "binary", "hnsw_m": 24})
+    first.upsert(unit_points("a", 40))
+    first.close()
+    vectors, hnsw = engine_config(tmp_path)
+    assert hnsw["max_indexing_threads"] == 3
+
+    monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "2")  # the store moved to a smaller box
+    again = Location.of("minilm", store=tmp_path, collection="c").open_store(8)  # via the owner
+    try:
+        assert again.count() == 40
+        again.finish()
+        target = unit_points("a", 40)[7]
+        assert again.search(target.vector, 1)[0].id == target.id
+    finally:
+        again.close()
+    moved_vectors, moved_hnsw = engine_config(tmp_path)
+    assert moved_vectors == vectors  # nothing but the thread count changed
+    assert moved_hnsw == {**hnsw, "max_indexing_threads": 2}
+    assert read_config(tmp_path / "c").hnsw_m == 24
+
+
+def test_a_shard_whose_configuration_this_version_would_not_make_keeps_its_thread_count(
+        tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "3")
+    EdgeStore(tmp_path, "c", 8).close()
+    record = json.loads((tmp_path / "c" / CONFIG_NAME).read_text())
+    (tmp_path / "c" / CONFIG_NAME).write_text(json.dumps({**record, "hnsw_m": 20}))
+    before = engine_config(tmp_path)
+    monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "2")
+    store = EdgeStore(tmp_path, "c", 8)  # its record no longer says how it was made
+    store.close()
+    assert engine_config(tmp_path) == before
+
+
+def test_the_index_thread_count_is_every_core_up_to_16_unless_set(monkeypatch):
+    from alexandria.store.config import index_threads
+
+    monkeypatch.delenv("ALEXANDRIA_INDEX_THREADS", raising=False)
+    assert 1 <= index_threads() <= 16
+    monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "0")  # Qdrant's own choice
+    assert index_threads() == 0
+    monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "many")
+    with pytest.raises(UsageError, match="ALEXANDRIA_INDEX_THREADS must be a whole number"):
+        index_threads()
