@@ -7,6 +7,10 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_remote_embed.sh BOOKS [TOKENS] [REPEATS]
 #
+# QDRANT_URL=local:/tmp/qdrant (or a server's URL) writes the runs there instead of a fresh
+# embedded store (bench --qdrant-url; .whl-qc carries qdrant-client and its grpcio, protobuf and
+# portalocker). A second call on the same machine reuses the model and the tuning of the first.
+#
 # .whl-infinity, made where PyPI is reachable (the box's Python is 3.12; its image already has
 # torch, numpy, typer, rich, pillow and uvloop):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -21,10 +25,11 @@ TOKENS=${2:-2000000}
 REPEATS=${3:-2}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/inf .whl-infinity/*.whl
+python3 -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+  $(ls .whl-qc/*.whl 2>/dev/null)
+[ -d /tmp/inf ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/inf .whl-infinity/*.whl
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
-python3 - "$BOOKS" <<'PY'
+[ -d /tmp/bge-st3 ] || python3 - "$BOOKS" <<'PY'
 import sys
 from pathlib import Path
 from alexandria.tools.bench.corpus import corpus_books, corpus_texts
@@ -54,12 +59,14 @@ for i in 0 1; do
   done
 done
 URLS=http://127.0.0.1:7997/embeddings,http://127.0.0.1:7998/embeddings
-python3 -m alexandria tune --embed-url "$URLS" --model /tmp/bge --directory "$BOOKS" \
-  --sample-tokens 200000 --env-file /tmp/tune.env --json > "$OUT/tune.json"
+[ -s /tmp/tune.json ] || python3 -m alexandria tune --embed-url "$URLS" --model /tmp/bge \
+  --directory "$BOOKS" --sample-tokens 200000 --env-file /tmp/tune.env --json > /tmp/tune.json
+cp /tmp/tune.json "$OUT/tune.json"
 TUNED=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['embed_url'])" "$OUT/tune.json")
 echo "tuned: $TUNED"
 python3 -m alexandria bench --embed-url "$TUNED" --model /tmp/bge --corpus "$BOOKS" \
-  --tokens "$TOKENS" --repeats "$REPEATS" --workdir /tmp/bench-remote --json "$OUT/remote.json"
+  --tokens "$TOKENS" --repeats "$REPEATS" --workdir /tmp/bench-remote --json "$OUT/remote.json" \
+  ${QDRANT_URL:+--qdrant-url "$QDRANT_URL"}
 nvidia-smi --query-gpu=name,memory.used --format=csv >> "$OUT/gpu.txt"
 # Each n's last run: its log (every concurrency change is named there) and its report.
 for d in /tmp/bench-remote/run-*; do

@@ -301,3 +301,28 @@ def test_bench_with_embed_url_compares_real_runs_with_the_servers_alone_over_one
     assert "servers alone" in proc.stdout and "end to end" in proc.stdout
     assert "before index" in proc.stdout
     assert_key_never_shown(proc.stdout, proc.stderr, folders=(tmp_path,))
+
+
+def test_bench_with_embed_url_can_write_its_runs_to_a_qdrant_server_instead(
+        servers, small_epubs, tmp_path):
+    from qdrant_client import QdrantClient
+
+    a, _ = servers
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for src in small_epubs:
+        shutil.copy2(src, corpus / src.name)
+    work = tmp_path / "work"
+    proc = run_cli("bench", "--embed-url", a.url, "--model", "minilm", "--corpus", corpus,
+                   "--tokens", "1000", "--repeats", "1", "--workdir", work,
+                   "--qdrant-url", "local:ignored", "--json", tmp_path / "bench.json", env=env())
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "bench.json").read_text())
+    assert result["store"] == "qdrant-client local mode"
+    assert "into the qdrant-client local mode store" in proc.stdout
+    assert not (work / "run-1" / "store" / "alexandria_minilm").exists()  # no embedded shard
+    client = QdrantClient(path=str(work / "run-1" / "qdrant"))  # each run its own fresh folder
+    try:
+        assert client.count("alexandria_minilm").count == result["chunks_per_run"]
+    finally:
+        client.close()

@@ -65,6 +65,10 @@ def test_bench_mistakes_are_one_sentence(tmp_path, sample_epubs):
                    "--workers", "0")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "--workers must be at least 1." in proc.stderr
+    proc = run_cli("bench", "--corpus", tmp_path / "c", "--model", "minilm", "--device", "cpu",
+                   "--qdrant-url", "local:/tmp/q")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--qdrant-url is for the servers' bench: give --embed-url too." in proc.stderr
 
 
 @pytest.mark.slow

@@ -56,6 +56,10 @@ REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shor
                    "servers. --model names the model they serve.")
 @click.option("--embed-api", type=click.Choice(["auto", "tei", "openai"]), default="auto",
               show_default=True, help="The servers' API (as ingest --embed-api).")
+@click.option("--qdrant-url", default=None,
+              help="With --embed-url: the runs write to this Qdrant server (a fresh collection "
+                   "each, dropped after it; the key from ALEXANDRIA_QDRANT_API_KEY), or to "
+                   "local:DIR (qdrant-client's local mode), instead of a fresh embedded store.")
 @click.option("--variants", default=None,
               help="Instead: compare the model's CPU variants on the same chunks (--device cpu): "
                    "torch (fp32, the reference), torch-bf16, onnx, onnx-int8, static:DIR, each "
@@ -69,13 +73,15 @@ REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shor
               help="--variants: only the questions about these books (comma-separated file names).")
 def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens, repeats,
                   batch_size, json_file, workdir, workers, profile, packing, token_reuse, embed_urls,
-                  embed_api, variants, chunks, questions, question_books) -> None:
+                  embed_api, qdrant_url, variants, chunks, questions, question_books) -> None:
     """Tokens/s of the real pipeline against SentenceTransformer.encode, on the same books
     (or, with --embed-url, against the embedding servers alone; with --variants, a model's CPU
     variants against each other)."""
     try:
         if corpus is None:
             raise UsageError("Give --corpus DIR (a folder of EPUBs).")
+        if qdrant_url and not embed_urls:
+            raise UsageError("--qdrant-url is for the servers' bench: give --embed-url too.")
         if variants:
             _variants(corpus, model, device, variants, chunks, repeats, questions, question_books,
                       json_file)
@@ -87,7 +93,8 @@ def bench_command(corpus, model, device, dtype, gpus, synthetic_weights, tokens,
                 corpus, model, list(embed_urls), embed_api, os.environ.get("ALEXANDRIA_EMBED_API_KEY"),
                 min(tokens, REMOTE_TOKENS) if tokens == DEFAULT_TOKENS else tokens, repeats, workdir,
                 progress=lambda m: click.echo(m, err=True),
-                on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None)
+                on_repeat=(lambda partial: _write_json(json_file, partial)) if json_file else None,
+                qdrant_url=qdrant_url)
             click.echo(render_remote(remote))
             if json_file:
                 _write_json(json_file, remote)

@@ -8,10 +8,11 @@ repeats so that drift on the servers' machines hits every n alike):
   sent through the same client (the same batches, concurrency and least-loaded dispatch), timed
   from the first request to the last vectors back. This is what the servers can do at best.
 * end to end: a real `alexandria ingest --embed-url` of the same books in a child process, into a
-  fresh store: planning, extraction, chunking, the requests, the store's writes, the manifest and
-  the index, timed by the run's own report from its start to its end. Also reported: its rate
-  over the embedding stage alone (the run's start-up left out), and up to its last write (the
-  embedded store's index build at the end left out, with its seconds beside it).
+  fresh store (embedded, or a fresh collection of --qdrant-url): planning, extraction, chunking,
+  the requests, the store's writes, the manifest and the index, timed by the run's own report from
+  its start to its end. Also reported: its rate over the embedding stage alone (the run's start-up
+  left out), and up to its last write (the embedded store's index build at the end left out, with
+  its seconds beside it; a server builds its index in the background).
 
 The ratio end to end / servers alone is the share of the servers' speed that the pipeline keeps.
 """
@@ -41,7 +42,8 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
                      api_key: str | None = None, tokens: int = 2_000_000, repeats: int = 3,
                      workdir: Path | None = None, timeout_s: float = 120.0,
                      progress: Callable[[str], None] = lambda m: None,
-                     on_repeat: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+                     on_repeat: Callable[[dict[str, Any]], None] | None = None,
+                     qdrant_url: str | None = None) -> dict[str, Any]:
     from alexandria.embedding.models import resolve_model
     from alexandria.embedding.remote import connect, parse_endpoints
     from alexandria.tools.tune_remote import sample_texts
@@ -74,7 +76,8 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
         for r in range(repeats):
             for n in (counts if r % 2 == 0 else counts[::-1]):
                 alone = _servers_alone(spec, endpoints[:n], api, api_key, timeout_s, texts, total)
-                report = _ingest(library, work / f"run-{n}", spec.name, endpoints[:n], api, timeout_s)
+                report = _ingest(library, work / f"run-{n}", spec.name, endpoints[:n], api, timeout_s,
+                                 qdrant_url)
                 row = {"servers_alone_tokens_per_s": alone,
                        "end_to_end_tokens_per_s": report["tokens"] / report["elapsed_s"],
                        "while_embedding_tokens_per_s": report["tokens"] / report["stages_s"]["embed"],
@@ -88,7 +91,8 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
                 progress(f"  repeat {r + 1}/{repeats}, {n} server(s): alone {alone:,.0f} tok/s, "
                          f"end to end {row['end_to_end_tokens_per_s']:,.0f} tok/s "
                          f"({row['end_to_end_tokens_per_s'] / alone:.2f})")
-            result = _summary(spec.name, endpoints, len(books), copies, total, len(texts), runs)
+            result = _summary(spec.name, endpoints, len(books), copies, total, len(texts), runs,
+                              _store_kind(qdrant_url))
             if on_repeat:
                 on_repeat(result)
         return result
@@ -112,8 +116,10 @@ def _servers_alone(spec, urls: list[str], api: str, api_key: str | None, timeout
 
 
 def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
-            timeout_s: float) -> dict[str, Any]:
-    """One real run in a child process (its own start-up included), into a fresh store."""
+            timeout_s: float, qdrant_url: str | None = None) -> dict[str, Any]:
+    """One real run in a child process (its own start-up included), into a fresh store: the
+    embedded one, a folder of qdrant-client's local mode, or a collection of a Qdrant server that
+    is dropped before and after."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     report = work / "report.json"
@@ -121,16 +127,43 @@ def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
             "--model", model, "--store", str(work / "store"), "--log-dir", str(work / "logs"),
             "--report", str(report), "--embed-url", ",".join(urls), "--embed-api", api,
             "--embed-timeout", str(timeout_s)]
-    done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env=os.environ.copy())
+    collection = None
+    if qdrant_url and qdrant_url.startswith("local:"):
+        args += ["--qdrant-url", f"local:{work / 'qdrant'}"]
+    elif qdrant_url:
+        collection = f"alexandria_bench_{work.name.replace('-', '_')}"
+        _drop(qdrant_url, collection)
+        args += ["--qdrant-url", qdrant_url, "--collection", collection]
+    try:
+        done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=os.environ.copy())
+    finally:
+        if collection:
+            _drop(qdrant_url, collection)
     if done.returncode != 0 or not report.is_file():
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
         raise UsageError(f"The benchmark's ingest exited {done.returncode}: {tail}")
     return json.loads(report.read_text())
 
 
+def _store_kind(qdrant_url: str | None) -> str:
+    if not qdrant_url:
+        return "embedded"
+    return "qdrant-client local mode" if qdrant_url.startswith("local:") else "Qdrant server"
+
+
+def _drop(url: str, collection: str) -> None:
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(url=url, api_key=os.environ.get("ALEXANDRIA_QDRANT_API_KEY"))
+    try:
+        client.delete_collection(collection)
+    finally:
+        client.close()
+
+
 def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, chunks: int,
-             runs: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+             runs: dict[int, list[dict[str, Any]]], store: str = "embedded") -> dict[str, Any]:
     from alexandria.embedding.remote import Endpoint
 
     def med(rows: list[dict[str, Any]], key: str) -> float:
@@ -158,7 +191,8 @@ def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, 
             "startup_s": round(statistics.median(x["stages_s"].get("startup", 0.0) for x in rows), 2),
             "runs": rows}
     out: dict[str, Any] = {
-        "model": model, "servers": [Endpoint(u, "auto").name for u in urls], "books": books,
+        "model": model, "servers": [Endpoint(u, "auto").name for u in urls], "store": store,
+        "books": books,
         "copies": copies, "tokens_per_run": tokens, "chunks_per_run": chunks,
         "repeats": max(len(r) for r in runs.values()), "by_servers": per_n}
     first, last = per_n.get("1"), per_n.get(str(len(urls)))
@@ -171,7 +205,8 @@ def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, 
 
 
 def render_remote(r: dict[str, Any]) -> str:
-    lines = [f"alexandria bench --embed-url: {r['model']} on {', '.join(r['servers'])}",
+    lines = [f"alexandria bench --embed-url: {r['model']} on {', '.join(r['servers'])}, "
+             f"into the {r.get('store', 'embedded')} store",
              f"  {r['books']} books x {r['copies']} copies = {r['tokens_per_run']:,} tokens, "
              f"{r['chunks_per_run']:,} chunks a run; median of {r['repeats']}",
              f"  {'servers':>7} {'alone tok/s':>12} {'end to end':>12} {'ratio':>6} "
