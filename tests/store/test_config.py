@@ -154,7 +154,7 @@ def test_configuration_options_with_a_server_url_are_refused(tmp_path):
 def test_a_store_opened_on_another_machine_builds_its_index_with_that_machines_threads(
         tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "3")
-    first = EdgeStore(tmp_path, "c", 8, {"quantization": "binary", "hnsw_m": 24})
+    first = EdgeStore(tmp_path, "c", 8, {"quantization": "none", "hnsw_m": 24})
     first.upsert(unit_points("a", 40))
     first.close()
     vectors, hnsw = engine_config(tmp_path)
