@@ -58,7 +58,7 @@ REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shor
               show_default=True, help="The servers' API (as ingest --embed-api).")
 @click.option("--qdrant-url", default=None,
               help="With --embed-url: the runs write to this Qdrant server (a fresh collection "
-                   "each, dropped after it; the key from ALEXANDRIA_QDRANT_API_KEY), or to "
+                   "each, dropped after it; the key from QDRANT_API_KEY), or to "
                    "local:DIR (qdrant-client's local mode), instead of a fresh embedded store.")
 @click.option("--variants", default=None,
               help="Instead: compare the model's CPU variants on the same chunks (--device cpu): "

@@ -155,7 +155,7 @@ def _store_kind(qdrant_url: str | None) -> str:
 def _drop(url: str, collection: str) -> None:
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(url=url, api_key=os.environ.get("ALEXANDRIA_QDRANT_API_KEY"))
+    client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None)
     try:
         client.delete_collection(collection)
     finally:
