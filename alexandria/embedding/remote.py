@@ -27,7 +27,6 @@ that timed out is still being computed there.
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -61,10 +60,9 @@ ROUTES = (("openai", "/v1/embeddings"), ("openai", "/embeddings"), ("tei", "/emb
 class EndpointError(Exception):
     """A request failed; `transient` ones are retried (429, 5xx, timeouts, connection errors)."""
 
-    def __init__(self, message: str, transient: bool, slow_down: bool = False,
-                 status: int | None = None) -> None:
+    def __init__(self, message: str, transient: bool, slow_down: bool = False) -> None:
         super().__init__(message)
-        self.transient, self.slow_down, self.status = transient, slow_down, status
+        self.transient, self.slow_down = transient, slow_down
 
 
 @dataclass
@@ -120,9 +118,6 @@ class Endpoint:
     requests: int = 0
     rows: int = 0
     served_model: str | None = None
-    # What the OpenAI route is asked to send: base64 (raw float32, as OpenAI's own client asks),
-    # or JSON numbers where the server refuses that, whose parsing holds the run's GIL for long.
-    encoding: str = "base64"
     last_error: str = ""
     latency: Latency = field(default_factory=Latency)  # what an answer usually takes
     slow_streak: int = 0  # slow answers in a row
@@ -308,32 +303,19 @@ class RemoteEmbedder:
                     continue
                 candidate = Endpoint(base + route, api)
                 try:
-                    vectors = self._probe_request(candidate)
+                    vectors = self._request(candidate, [PROBE_TEXT])
                 except EndpointError as err:
                     tried.append(f"{route}: {err}")
                     continue
                 e.url, e.api, e.served_model = candidate.url, api, candidate.served_model
-                e.encoding = candidate.encoding
                 return vectors[0]
             raise UsageError(f"The embedding server {e.name} answered no embedding route ("
                              + "; ".join(tried) + ").")
         try:
-            return self._probe_request(e)[0]
+            return self._request(e, [PROBE_TEXT])[0]
         except EndpointError as err:
             raise UsageError(f"The embedding server {e.name} did not answer a test text: {err}.") \
                 from None
-
-    def _probe_request(self, e: Endpoint) -> np.ndarray:
-        """The test text; an OpenAI route that refuses base64 answers is asked for numbers."""
-        try:
-            return self._request(e, [PROBE_TEXT])
-        except EndpointError as err:
-            if e.api != "openai" or e.encoding != "base64" or err.status not in (400, 415, 422):
-                raise
-            log.debug("embedding server %s refused base64 vectors (%s): asking for numbers",
-                      e.name, err)
-            e.encoding = "float"
-            return self._request(e, [PROBE_TEXT])
 
     def close(self) -> None:
         with self._cond:
@@ -355,7 +337,7 @@ class RemoteEmbedder:
             body: dict = {"inputs": texts, "normalize": True, "truncate": True}
         else:
             body = {"input": texts, "model": e.served_model or self.spec.source,
-                    "encoding_format": e.encoding}
+                    "encoding_format": "float"}
         try:
             response = self._client.post(e.url, json=body)  # type: ignore[attr-defined]
         except httpx.TimeoutException:
@@ -366,14 +348,14 @@ class RemoteEmbedder:
         if status != 200:
             detail = self._scrub(response.text.strip().replace("\n", " ")[:200])
             transient = status == 429 or status >= 500
-            raise EndpointError(f"HTTP {status} {detail}".strip(), transient, status == 429, status)
+            raise EndpointError(f"HTTP {status} {detail}".strip(), transient, status == 429)
         try:
             data = response.json()
             if e.api == "tei":
                 rows = data
             else:
                 items = sorted(data["data"], key=lambda d: d.get("index", 0))
-                rows = [_vector(d["embedding"]) for d in items]
+                rows = [d["embedding"] for d in items]
                 if e.served_model is None and isinstance(data.get("model"), str):
                     e.served_model = data["model"]
             vectors = np.asarray(rows, dtype=np.float32)
@@ -564,13 +546,6 @@ class RemoteEmbedder:
         with self._cond:
             return {e.name: {"requests": e.requests, "rows": e.rows, "concurrency": e.limit}
                     for e in self.endpoints}
-
-
-def _vector(embedding: str | list) -> np.ndarray | list:
-    """One embedding of an OpenAI answer: base64 of little-endian float32, or numbers."""
-    if isinstance(embedding, str):
-        return np.frombuffer(base64.b64decode(embedding, validate=True), dtype="<f4")
-    return embedding
 
 
 def connect(spec: ModelSpec, urls: Sequence[str] | str, api: str = "auto", api_key: str | None = None,

@@ -70,23 +70,6 @@ def test_a_bare_url_finds_the_openai_route_and_the_probe_checks_it():
             remote.close()
 
 
-def test_vectors_come_as_base64_and_servers_that_refuse_it_are_asked_for_numbers():
-    texts = ["one", "two", "three"]
-    got = {}
-    for refuse in (False, True):
-        behaviour = Behaviour(refuse_base64=refuse)
-        with TinyServer(behaviour) as server:
-            remote = connect(MINILM, [server.url + "/v1/embeddings"])
-            try:
-                got[refuse] = remote.encode_texts(texts)
-                assert remote.endpoints[0].encoding == ("float" if refuse else "base64")
-            finally:
-                remote.close()
-        asked = behaviour.seen_encodings
-        assert asked == (["base64", "float", "float"] if refuse else ["base64", "base64"])
-    assert np.array_equal(got[False], got[True])  # float32 either way, the same vectors
-
-
 def test_an_endpoint_nobody_answers_is_refused_at_start_in_one_sentence():
     url = f"http://127.0.0.1:{free_port()}/v1/embeddings"
     with pytest.raises(UsageError, match="did not answer a test text: cannot connect"):

@@ -5,7 +5,6 @@ vectors, 429s. Every right answer elsewhere comes from real infinity servers
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import threading
@@ -30,22 +29,13 @@ class Behaviour:
     delay_per_char_s: float = 0.0
     late_every: int | None = None
     late_s: float = 0.0
-    refuse_base64: bool = False  # answer 422 to encoding_format base64, as some servers do
     seen_auth: list = field(default_factory=list)
-    seen_encodings: list = field(default_factory=list)
     requests: int = 0
 
 
 def vector(text: str, dimension: int) -> list[float]:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     return np.random.default_rng(seed).standard_normal(dimension).astype(float).tolist()
-
-
-def encoded(values: list[float], as_base64: bool) -> list[float] | str:
-    """As OpenAI sends it: numbers, or base64 of little-endian float32."""
-    if not as_base64:
-        return values
-    return base64.b64encode(np.asarray(values, dtype="<f4").tobytes()).decode()
 
 
 class TinyServer:
@@ -63,22 +53,18 @@ class TinyServer:
                     b.requests += 1
                     n = b.requests
                     b.seen_auth.append(self.headers.get("Authorization"))
-                    b.seen_encodings.append(body.get("encoding_format"))
                 if self.path not in ("/v1/embeddings", "/embeddings"):
                     return self._send(404, {"detail": "Not Found"})
                 if n <= b.busy_first:
                     return self._send(429, {"error": "busy"})
                 texts = body["input"]
-                as_base64 = body.get("encoding_format") == "base64"
-                if as_base64 and b.refuse_base64:
-                    return self._send(422, {"detail": "encoding_format: Input should be 'float'"})
                 if b.slow_after is not None and n > b.slow_after:
                     time.sleep(b.delay_s)
                 time.sleep(b.base_delay_s + b.delay_per_char_s * sum(map(len, texts))
                            + (b.late_s if b.late_every and n % b.late_every == 0 else 0.0))
                 extra = b.extra_vectors if b.after_ok is None or n > b.after_ok else 0
-                data = [{"index": i, "embedding": encoded(vector(t, b.dimension), as_base64),
-                         "object": "embedding"} for i, t in enumerate(texts + texts[:1] * extra)]
+                data = [{"index": i, "embedding": vector(t, b.dimension), "object": "embedding"}
+                        for i, t in enumerate(texts + texts[:1] * extra)]
                 self._send(200, {"data": data, "model": body.get("model"), "object": "list"})
 
             def _send(self, status: int, payload: dict) -> None:

@@ -107,23 +107,6 @@ def test_vectors_from_one_server_are_the_models_own(servers, clean, embedder):
     assert_key_never_shown(proc.stdout, proc.stderr, folders=(store.parent,))
 
 
-def test_infinity_sends_its_vectors_as_base64_and_they_are_its_numbers(servers):
-    from alexandria.embedding.models import resolve_model
-    from alexandria.embedding.remote import connect
-
-    texts = ["A whale of a tale.", "Lines of verse, and a second line of it."]
-    got = {}
-    for encoding in ("base64", "float"):
-        remote = connect(resolve_model("minilm"), [servers[0].url])
-        try:
-            assert remote.endpoints[0].encoding == "base64"  # infinity takes it
-            remote.endpoints[0].encoding = encoding
-            got[encoding] = remote.encode_texts(texts)
-        finally:
-            remote.close()
-    assert np.allclose(got["base64"], got["float"], atol=1e-6)
-
-
 def test_two_servers_both_receive_work_and_a_key_reaches_the_one_that_wants_it(
         servers, library, tmp_path):
     a, b = servers
