@@ -9,7 +9,8 @@
 #
 # QDRANT_URL=local:/tmp/qdrant (or a server's URL) writes the runs there instead of a fresh
 # embedded store (bench --qdrant-url; .whl-qc carries qdrant-client and its grpcio, protobuf and
-# portalocker). A second call on the same machine reuses the model and the tuning of the first.
+# portalocker, and pydantic comes from .whl-infinity). A second call on the same machine reuses the
+# model and the tuning of the first.
 #
 # .whl-infinity, made where PyPI is reachable (the box's Python is 3.12; its image already has
 # torch, numpy, typer, rich, pillow and uvloop):
@@ -25,8 +26,10 @@ TOKENS=${2:-2000000}
 REPEATS=${3:-2}
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-python3 -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
-  $(ls .whl-qc/*.whl 2>/dev/null)
+QC=$(ls .whl-qc/*.whl 2>/dev/null || true)
+[ -z "$QC" ] || QC="$QC $(ls .whl-infinity/pydantic*.whl .whl-infinity/annotated_types*.whl \
+  .whl-infinity/typing_inspection*.whl)"
+python3 -m pip install -q --upgrade --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl $QC
 [ -d /tmp/inf ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/inf .whl-infinity/*.whl
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1
 [ -d /tmp/bge-st3 ] || python3 - "$BOOKS" <<'PY'

@@ -122,3 +122,23 @@ def test_kernel_comparison_is_per_million_real_tokens():
     assert (gemm["name"], gemm["e2e_us_per_m"], gemm["model_only_us_per_m"], gemm["ratio"]) == \
         ("gemm", 150.0, 100.0, 1.5)
     assert pad["ratio"] is None and pad["model_only_calls"] == 0
+
+
+def test_a_qdrant_server_the_bench_cannot_reach_is_one_sentence_before_any_timing(
+        tmp_path, sample_epubs):
+    import socket
+
+    from tests.embedding.tiny_server import Behaviour, TinyServer
+
+    (tmp_path / "c").mkdir()
+    shutil.copy2(corpus_book("books/idpf-wasteland.epub", sample_epubs), tmp_path / "c")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = f"http://127.0.0.1:{s.getsockname()[1]}"
+    with TinyServer(Behaviour()) as server:
+        proc = run_cli("bench", "--corpus", tmp_path / "c", "--model", "minilm", "--embed-url",
+                       server.url + "/v1/embeddings", "--qdrant-url", nobody, "--repeats", "1")
+        requests = server.behaviour.requests
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"The Qdrant server {nobody} cannot be used for the bench" in proc.stderr
+    assert requests == 1  # the probe only: nothing was timed

@@ -56,6 +56,9 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
         raise UsageError("--repeats must be at least 1.")
     spec = resolve_model(model)
     connect(spec, endpoints, api, api_key, timeout_s).close()  # each one checked before any timing
+    if qdrant_url and not qdrant_url.startswith("local:"):
+        for n in range(1, len(endpoints) + 1):  # the server checked, a killed bench's leftovers gone
+            _drop(qdrant_url, _collection(n))
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="alexandria-bench-remote-")) if own else Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -77,7 +80,7 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
             for n in (counts if r % 2 == 0 else counts[::-1]):
                 alone = _servers_alone(spec, endpoints[:n], api, api_key, timeout_s, texts, total)
                 report = _ingest(library, work / f"run-{n}", spec.name, endpoints[:n], api, timeout_s,
-                                 qdrant_url)
+                                 qdrant_url, _collection(n))
                 row = {"servers_alone_tokens_per_s": alone,
                        "end_to_end_tokens_per_s": report["tokens"] / report["elapsed_s"],
                        "while_embedding_tokens_per_s": report["tokens"] / report["stages_s"]["embed"],
@@ -116,7 +119,7 @@ def _servers_alone(spec, urls: list[str], api: str, api_key: str | None, timeout
 
 
 def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
-            timeout_s: float, qdrant_url: str | None = None) -> dict[str, Any]:
+            timeout_s: float, qdrant_url: str | None = None, collection: str = "") -> dict[str, Any]:
     """One real run in a child process (its own start-up included), into a fresh store: the
     embedded one, a folder of qdrant-client's local mode, or a collection of a Qdrant server that
     is dropped before and after."""
@@ -127,18 +130,16 @@ def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
             "--model", model, "--store", str(work / "store"), "--log-dir", str(work / "logs"),
             "--report", str(report), "--embed-url", ",".join(urls), "--embed-api", api,
             "--embed-timeout", str(timeout_s)]
-    collection = None
-    if qdrant_url and qdrant_url.startswith("local:"):
+    server = bool(qdrant_url) and not qdrant_url.startswith("local:")
+    if qdrant_url and not server:
         args += ["--qdrant-url", f"local:{work / 'qdrant'}"]
-    elif qdrant_url:
-        collection = f"alexandria_bench_{work.name.replace('-', '_')}"
-        _drop(qdrant_url, collection)
+    elif server:
         args += ["--qdrant-url", qdrant_url, "--collection", collection]
     try:
         done = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               env=os.environ.copy())
     finally:
-        if collection:
+        if server:
             _drop(qdrant_url, collection)
     if done.returncode != 0 or not report.is_file():
         tail = "\n".join(done.stderr.strip().splitlines()[-5:])
@@ -152,14 +153,22 @@ def _store_kind(qdrant_url: str | None) -> str:
     return "qdrant-client local mode" if qdrant_url.startswith("local:") else "Qdrant server"
 
 
+def _collection(n: int) -> str:
+    return f"alexandria_bench_{n}_servers"
+
+
 def _drop(url: str, collection: str) -> None:
     from qdrant_client import QdrantClient
 
-    client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None)
     try:
-        client.delete_collection(collection)
-    finally:
-        client.close()
+        client = QdrantClient(url=url, api_key=os.environ.get("QDRANT_API_KEY") or None)
+        try:
+            client.delete_collection(collection)
+        finally:
+            client.close()
+    except Exception as e:  # qdrant-client raises several kinds; the bench's user needs one sentence
+        raise UsageError(f"The Qdrant server {url} cannot be used for the bench "
+                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}).") from e
 
 
 def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, chunks: int,
