@@ -275,13 +275,18 @@ def test_a_server_of_another_model_is_refused_at_start(tmp_path, library):
         "'minilm' makes 384: it serves another model.")
 
 
+def corpus_of(epubs, folder: Path) -> Path:
+    """A folder of the bench's books (bench --corpus)."""
+    folder.mkdir()
+    for src in epubs:
+        shutil.copy2(src, folder / src.name)
+    return folder
+
+
 def test_bench_with_embed_url_compares_real_runs_with_the_servers_alone_over_one_and_two(
         servers, small_epubs, tmp_path):
     a, b = servers
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for src in small_epubs:
-        shutil.copy2(src, corpus / src.name)
+    corpus = corpus_of(small_epubs, tmp_path / "corpus")
     out = tmp_path / "bench.json"
     proc = run_cli("bench", "--embed-url", f"{a.url},{b.url}", "--model", "minilm", "--corpus",
                    corpus, "--tokens", "1000", "--repeats", "1", "--json", out, env=env())
@@ -308,20 +313,18 @@ def test_bench_with_embed_url_can_write_its_runs_to_a_qdrant_server_instead(
     from qdrant_client import QdrantClient
 
     a, _ = servers
-    corpus = tmp_path / "corpus"
-    corpus.mkdir()
-    for src in small_epubs:
-        shutil.copy2(src, corpus / src.name)
+    corpus = corpus_of(small_epubs, tmp_path / "corpus")
     work = tmp_path / "work"
     proc = run_cli("bench", "--embed-url", a.url, "--model", "minilm", "--corpus", corpus,
                    "--tokens", "1000", "--repeats", "1", "--workdir", work,
-                   "--qdrant-url", "local:ignored", "--json", tmp_path / "bench.json", env=env())
+                   "--qdrant-url", f"local:{tmp_path / 'q'}", "--json", tmp_path / "bench.json",
+                   env=env())
     assert proc.returncode == 0, proc.stderr
     result = json.loads((tmp_path / "bench.json").read_text())
     assert result["store"] == "qdrant-client local mode"
     assert "into the qdrant-client local mode store" in proc.stdout
     assert not (work / "run-1" / "store" / "alexandria_minilm").exists()  # no embedded shard
-    client = QdrantClient(path=str(work / "run-1" / "qdrant"))  # each run its own fresh folder
+    client = QdrantClient(path=str(tmp_path / "q" / "run-1"))  # each run its own fresh folder
     try:
         assert client.count("alexandria_minilm").count == result["chunks_per_run"]
     finally:

@@ -59,7 +59,8 @@ REMOTE_TOKENS = 2_000_000  # servers are often slower than one local GPU: a shor
 @click.option("--qdrant-url", default=None,
               help="With --embed-url: the runs write to this Qdrant server (a fresh collection "
                    "each, dropped after it; the key from QDRANT_API_KEY), or to "
-                   "local:DIR (qdrant-client's local mode), instead of a fresh embedded store.")
+                   "local:DIR (qdrant-client's local mode, DIR/run-N), instead of a fresh "
+                   "embedded store.")
 @click.option("--variants", default=None,
               help="Instead: compare the model's CPU variants on the same chunks (--device cpu): "
                    "torch (fp32, the reference), torch-bf16, onnx, onnx-int8, static:DIR, each "

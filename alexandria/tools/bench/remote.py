@@ -122,7 +122,7 @@ def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
             timeout_s: float, qdrant_url: str | None = None, collection: str = "") -> dict[str, Any]:
     """One real run in a child process (its own start-up included), into a fresh store: the
     embedded one, a folder of qdrant-client's local mode, or a collection of a Qdrant server that
-    is dropped before and after."""
+    was dropped before and is dropped after."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     report = work / "report.json"
@@ -131,8 +131,10 @@ def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
             "--report", str(report), "--embed-url", ",".join(urls), "--embed-api", api,
             "--embed-timeout", str(timeout_s)]
     server = bool(qdrant_url) and not qdrant_url.startswith("local:")
-    if qdrant_url and not server:
-        args += ["--qdrant-url", f"local:{work / 'qdrant'}"]
+    if qdrant_url and not server:  # local:DIR: a fresh folder under DIR for each run
+        folder = Path(qdrant_url[len("local:"):]).expanduser() / work.name
+        shutil.rmtree(folder, ignore_errors=True)
+        args += ["--qdrant-url", f"local:{folder}"]
     elif server:
         args += ["--qdrant-url", qdrant_url, "--collection", collection]
     try:
