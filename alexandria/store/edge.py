@@ -76,7 +76,8 @@ class EdgeStore(VectorStore):
                 # What the shard holds, whatever its record says (a record may predate sparse).
                 self.config = replace(read_config(self.path), sparse=self.sparse)
                 check_same(self.path, self.config, config or {})
-                self.shard = _load_shard(qe, self.path, _reopen_config(qe, self.path, self.config))
+                self.shard = _load_shard(qe, self.path,
+                                         _reopen_config(qe, self.path, self.config, stored))
             elif dimension is None:
                 raise CollectionMissing(collection, f"in {self.path.parent}")
             else:
@@ -384,7 +385,7 @@ def _drop_leftovers(path: Path) -> None:
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _reopen_config(qe, path: Path, config: StoreConfig):
+def _reopen_config(qe, path: Path, config: StoreConfig, dimension: int | None):
     """The EdgeConfig that opens this shard as it was created but with this machine's HNSW build
     threads (they are part of Edge's configuration, written at creation, and a store moves between
     machines); None where it already has them, or where `config` does not make the shard's own
@@ -393,7 +394,6 @@ def _reopen_config(qe, path: Path, config: StoreConfig):
     try:
         stored = json.loads((path / "edge_config.json").read_text())
         had = (stored.get("hnsw_config") or {}).get("max_indexing_threads")
-        dimension = edge_dimension(path / "edge_config.json")
         if had is None or had == threads or dimension is None:
             return None
         # What Edge writes for `config` itself, from a throwaway shard: the one exact comparison.
@@ -419,9 +419,10 @@ def _load_shard(qe, path: Path, config=None, wait_s: float = 10.0):
         try:
             return qe.EdgeShard.load(str(path), config)
         except Exception as e:
-            if "WouldBlock" in str(e) and time.monotonic() <= deadline:
+            busy = "WouldBlock" in str(e)
+            if busy and time.monotonic() <= deadline:
                 time.sleep(0.1)
-            elif config is not None and "WouldBlock" not in str(e):
+            elif not busy and config is not None:
                 log.debug("the store %s keeps its index threads: %s", path, e)
                 config = None
             else:

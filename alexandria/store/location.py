@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 DEFAULT_STORE = Path("data/qdrant")
 MANIFEST_NAME = "manifest.sqlite"
+LOCAL_MODE = "local:"  # a --qdrant-url of qdrant-client's in-process mode, used by tests
 
 
 def check_chunker(chunker: str) -> None:
@@ -202,8 +203,8 @@ def open_store(collection: str, dimension: int | None, store_dir: Path | None = 
                 "embedded store; a Qdrant server's collection is configured on the server.")
         from alexandria.store.server import ServerStore
 
-        if qdrant_url.startswith("local:"):  # qdrant-client's in-process mode, used by tests
-            return ServerStore(collection, dimension, path=qdrant_url[len("local:"):], **server)
+        if qdrant_url.startswith(LOCAL_MODE):
+            return ServerStore(collection, dimension, path=qdrant_url[len(LOCAL_MODE):], **server)
         return ServerStore(collection, dimension, url=qdrant_url, api_key=api_key, **server)
     from alexandria.store.process import StoreProcess
 

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from alexandria.errors import UsageError
+from alexandria.store.base import short_error
+from alexandria.store.location import LOCAL_MODE
 from alexandria.tools.bench.corpus import corpus_books, make_copies
 
 SAMPLE_ALL = 10**15  # sample_texts' budget: every chunk of every book
@@ -56,7 +58,7 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
         raise UsageError("--repeats must be at least 1.")
     spec = resolve_model(model)
     connect(spec, endpoints, api, api_key, timeout_s).close()  # each one checked before any timing
-    if qdrant_url and not qdrant_url.startswith("local:"):
+    if qdrant_url and _local_folder(qdrant_url) is None:
         for n in range(1, len(endpoints) + 1):  # the server checked, a killed bench's leftovers gone
             _drop(qdrant_url, _collection(n))
     own = workdir is None
@@ -130,11 +132,12 @@ def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
             "--model", model, "--store", str(work / "store"), "--log-dir", str(work / "logs"),
             "--report", str(report), "--embed-url", ",".join(urls), "--embed-api", api,
             "--embed-timeout", str(timeout_s)]
-    server = bool(qdrant_url) and not qdrant_url.startswith("local:")
-    if qdrant_url and not server:  # local:DIR: a fresh folder under DIR for each run
-        folder = Path(qdrant_url[len("local:"):]).expanduser() / work.name
+    local = _local_folder(qdrant_url) if qdrant_url else None
+    server = bool(qdrant_url) and local is None
+    if local is not None:  # local:DIR: a fresh folder under DIR for each run
+        folder = local / work.name
         shutil.rmtree(folder, ignore_errors=True)
-        args += ["--qdrant-url", f"local:{folder}"]
+        args += ["--qdrant-url", f"{LOCAL_MODE}{folder}"]
     elif server:
         args += ["--qdrant-url", qdrant_url, "--collection", collection]
     try:
@@ -149,10 +152,17 @@ def _ingest(library: Path, work: Path, model: str, urls: list[str], api: str,
     return json.loads(report.read_text())
 
 
+def _local_folder(qdrant_url: str) -> Path | None:
+    """DIR of a local:DIR URL (qdrant-client's local mode); None for a server's URL."""
+    if not qdrant_url.startswith(LOCAL_MODE):
+        return None
+    return Path(qdrant_url[len(LOCAL_MODE):]).expanduser()
+
+
 def _store_kind(qdrant_url: str | None) -> str:
     if not qdrant_url:
         return "embedded"
-    return "qdrant-client local mode" if qdrant_url.startswith("local:") else "Qdrant server"
+    return "Qdrant server" if _local_folder(qdrant_url) is None else "qdrant-client local mode"
 
 
 def _collection(n: int) -> str:
@@ -170,7 +180,7 @@ def _drop(url: str, collection: str) -> None:
             client.close()
     except Exception as e:  # qdrant-client raises several kinds; the bench's user needs one sentence
         raise UsageError(f"The Qdrant server {url} cannot be used for the bench "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}).") from e
+                         f"({type(e).__name__}: {short_error(e)}).") from e
 
 
 def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, chunks: int,
