@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
+import orjson
 
 from alexandria.embedding.models import ModelSpec
 from alexandria.errors import RunFailure, UsageError
@@ -350,7 +351,7 @@ class RemoteEmbedder:
             transient = status == 429 or status >= 500
             raise EndpointError(f"HTTP {status} {detail}".strip(), transient, status == 429)
         try:
-            data = response.json()
+            data = orjson.loads(response.content)
             if e.api == "tei":
                 rows = data
             else:
@@ -359,7 +360,7 @@ class RemoteEmbedder:
                 if e.served_model is None and isinstance(data.get("model"), str):
                     e.served_model = data["model"]
             vectors = np.asarray(rows, dtype=np.float32)
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError) as err:  # orjson.JSONDecodeError is a ValueError
             raise EndpointError(f"an answer that is not embeddings ({type(err).__name__})", False) \
                 from None
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
