@@ -7,6 +7,11 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_remote_embed.sh BOOKS [TOKENS] [REPEATS]
 #
+# COMPARE="name:VAR=value[,VAR=value] ..." runs the bench again after the first, with the same servers
+# and settings, once per entry with those variables set (ALEXANDRIA_INDEX_EVERY=0 to leave a
+# setting out; CODE=DIR to time the alexandria package of another checkout, DIR/alexandria); each
+# writes remote-NAME.json. They run from /tmp, so that `-m alexandria` is the one PYTHONPATH names.
+#
 # QDRANT_URL=local:/tmp/qdrant (or a server's URL) writes the runs there instead of a fresh
 # embedded store (bench --qdrant-url; .whl-qc carries qdrant-client and its grpcio, protobuf and
 # portalocker, and pydantic comes from .whl-infinity). A second call on the same machine reuses the
@@ -21,7 +26,7 @@
 #     pydantic-core annotated-types typing-inspection prometheus-fastapi-instrumentator \
 #     opentelemetry-api posthog backoff distro
 set -euo pipefail
-BOOKS=${1:?a folder of EPUBs}
+BOOKS=$(realpath "${1:?a folder of EPUBs}")
 TOKENS=${2:-2000000}
 REPEATS=${3:-2}
 OUT=${OUT:-/tmp/out}
@@ -70,6 +75,21 @@ echo "tuned: $TUNED"
 python3 -m alexandria bench --embed-url "$TUNED" --model /tmp/bge --corpus "$BOOKS" \
   --tokens "$TOKENS" --repeats "$REPEATS" --workdir /tmp/bench-remote --json "$OUT/remote.json" \
   ${QDRANT_URL:+--qdrant-url "$QDRANT_URL"}
+ROOT=$PWD
+for entry in ${COMPARE:-}; do
+  name=${entry%%:*}
+  vars=$(echo "${entry#*:}" | tr ',' ' ')
+  code=$(echo "$vars" | tr ' ' '\n' | sed -n 's/^CODE=//p')
+  code=$(realpath "${code:-$ROOT}")
+  # shellcheck disable=SC2046,SC2086  # the entry's assignments
+  (cd /tmp && env PYTHONPATH="/tmp/site:$code" $vars python3 -m alexandria bench \
+    --embed-url "$TUNED" --model /tmp/bge --corpus "$BOOKS" --tokens "$TOKENS" \
+    --repeats "$REPEATS" --workdir "/tmp/bench-$name" --json "$OUT/remote-$name.json" \
+    ${QDRANT_URL:+--qdrant-url "$QDRANT_URL"})
+  for d in /tmp/bench-"$name"/run-*; do
+    cp "$d/report.json" "$OUT/report-$name-${d##*/}.json" 2>/dev/null || true
+  done
+done
 nvidia-smi --query-gpu=name,memory.used --format=csv >> "$OUT/gpu.txt"
 # Each n's last run: its log (every concurrency change is named there) and its report.
 for d in /tmp/bench-remote/run-*; do

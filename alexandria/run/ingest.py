@@ -49,6 +49,7 @@ from alexandria.run.report import BookResult, RunReport, path_text, warnings_tex
 from alexandria.run.workers import Preparing
 from alexandria.run.writer import Writer
 from alexandria.store.base import CollectionMissing, RetryPolicy, StoreError, VectorStore
+from alexandria.store.config import index_every
 from alexandria.store.edge import EdgeStore
 from alexandria.store.location import Location, check_variant, fingerprint
 from alexandria.store.lock import RunLock
@@ -196,7 +197,7 @@ class Ingest:
             self._recover(manifest, store)
             run_id = manifest.start_run(  # every book but the unchanged gets this run's row
                 self.collection, sum(p.action in ("ingest", "metadata", "skip", "fail") for p in planned))
-            writer = self._writer(store)
+            writer = self._writer(store, embedder)
             try:
                 for key, why in removals:
                     writer.submit("remove", key, why)
@@ -207,6 +208,9 @@ class Ingest:
                     writer.close()
                 self.stage["write"] = writer.seconds
                 self.stage["write_wait"] = writer.waited_s
+                if writer.index_builds:  # builds of the run's first points while it went on
+                    self.stage["index_during"] = writer.index_s
+                    self.report.index_builds = writer.index_builds
                 self.stage["gc"] = self._gc.total_s
                 self.stage["gc_longest"] = self._gc.longest_s
             self.failures.check()  # the writer died after the last submit: still the run's failure
@@ -257,10 +261,21 @@ class Ingest:
         return connect(self.spec, o.embed_urls, o.embed_api, o.embed_key, o.embed_timeout,
                        o.embed_retry_budget, o.embed_batch, o.embed_concurrency)
 
-    def _writer(self, store: VectorStore) -> Writer:
-        writer = Writer(store, self.where.manifest, self.collection, self.on_result, self.failures)
+    def _writer(self, store: VectorStore, embedder) -> Writer:
+        writer = Writer(store, self.where.manifest, self.collection, self.on_result, self.failures,
+                        self._index_every(store, embedder))
         writer.start()
         return writer
+
+    def _index_every(self, store: VectorStore, embedder) -> int:
+        """Index builds during the run only where they take nothing from the embedding: the shard
+        in its owner process (a build holds the GIL of the process it runs in) and the model on a
+        GPU or on servers (on a CPU the build would take the model's cores)."""
+        if not isinstance(store, StoreProcess) or embedder is None:
+            return 0
+        if not (self.opts.embed_urls or str(embedder.device).startswith("cuda")):
+            return 0
+        return index_every()
 
     def _open_store(self, embedder) -> VectorStore | None:
         opts = self.opts

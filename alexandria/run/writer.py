@@ -3,6 +3,11 @@
 It applies operations strictly in the order they were queued, which is what makes a kill at any
 instant recoverable: a book's row is in-progress before its first point is touched, and done only
 after its points are flushed and counted.
+
+Where the run embeds elsewhere (a GPU, servers) and the shard has its own owner process, the
+writer also has the store index what it wrote every `index_every` points, after the book that
+crossed the mark is done: the owner builds while the run keeps embedding into the writer's queue,
+and the build at the end of the run is left with the rest.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ class Writer(threading.Thread):
     """Owns the store and the manifest for the run; applies operations strictly in queue order."""
 
     def __init__(self, store: VectorStore, manifest_file: Path, collection: str,
-                 on_result: Callable[[BookResult], None], failures: Failures) -> None:
+                 on_result: Callable[[BookResult], None], failures: Failures,
+                 index_every: int = 0) -> None:
         super().__init__(name="alexandria-writer", daemon=True)
         self.store = store
         self.manifest_file = manifest_file
@@ -35,6 +41,10 @@ class Writer(threading.Thread):
         self.failures = failures
         self.seconds = 0.0
         self.waited_s = 0.0
+        self.index_every = index_every  # 0: the store indexes only at the end of the run
+        self.unindexed = 0  # points written since the last build
+        self.index_s = 0.0  # spent in builds during the run (part of `seconds`)
+        self.index_builds = 0
 
     def submit(self, *op: Any) -> None:
         started = time.perf_counter()
@@ -86,6 +96,7 @@ class Writer(threading.Thread):
 
     def _points(self, m: Manifest, block: PointBlock) -> None:
         self.store.upsert_block(block)
+        self.unindexed += len(block.fields)
 
     def _finish(self, m: Manifest, book: Book, result: BookResult, fields: dict, replaces) -> None:
         self.store.flush()
@@ -105,6 +116,19 @@ class Writer(threading.Thread):
                 m.upsert(self.collection, old, status="removed", stored_points=0,
                          reason="replaced")
         self.on_result(result)
+        if self.index_every and self.unindexed >= self.index_every:
+            self._index_part()
+
+    def _index_part(self) -> None:
+        """The store declines once another segment would make its optimiser merge segments:
+        from then on only the end of the run builds."""
+        started = time.perf_counter()
+        if self.store.index_part():
+            self.index_builds += 1
+            self.unindexed = 0
+        else:
+            self.index_every = 0
+        self.index_s += time.perf_counter() - started
 
     def _remove(self, m: Manifest, book_key: str, why: str) -> None:
         """The library no longer has this book (or its file): the store must not either."""

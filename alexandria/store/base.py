@@ -160,6 +160,11 @@ class VectorStore(ABC):
     def flush(self) -> None:
         """Make everything written so far durable before the manifest says so."""
 
+    def index_part(self) -> bool:
+        """Index what was written so far, during a run (an embedded shard: the build at the end
+        is left with the rest). False where nothing was added; a server indexes on its own."""
+        return False
+
     def finish(self) -> None:
         """A run completed: undo any bulk-load setting (a server builds its index now)."""
 

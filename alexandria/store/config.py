@@ -41,6 +41,12 @@ class StoreConfig:
     # merge rebuilds the HNSW graph of every segment it takes in; whether a cap pays is still to be
     # measured at size (docs/performance.md), so new collections keep Qdrant's default.
     max_segment_mb: int | None = None
+    # The segment count the optimiser keeps (None: Qdrant's own, from the CPU count; see
+    # segment_target): past it, an optimisation merges segments and re-indexes what they held.
+    segments: int | None = None
+    # Segments smaller than this (KB of vectors; None: Qdrant's default) are searched by brute force
+    # and never indexed.
+    index_threshold_kb: int | None = None
     # A sparse (BM25) vector beside the dense one in each chunk's point, for sparse and hybrid
     # search. Computed from the chunk text in the process that owns the shard; --no-sparse leaves
     # that work out where it would bound a fast GPU run (docs/performance.md).
@@ -88,9 +94,15 @@ class StoreConfig:
                                            full_scan_threshold=10_000,
                                            max_indexing_threads=index_threads),
             sparse_vectors=sparse_vectors,
-            optimizers=None if self.max_segment_mb is None else qe.EdgeOptimizersConfig(
-                max_segment_size=self.max_segment_mb * 1024),
+            optimizers=self._optimizers(qe),
         )
+
+    def _optimizers(self, qe: Any) -> Any:
+        if self.max_segment_mb is None and self.segments is None and self.index_threshold_kb is None:
+            return None  # as shards were made before these could be set
+        return qe.EdgeOptimizersConfig(
+            max_segment_size=None if self.max_segment_mb is None else self.max_segment_mb * 1024,
+            default_segment_number=self.segments, indexing_threshold=self.index_threshold_kb)
 
     def search_params(self, qe: Any, exact: bool = False) -> Any:
         """exact=True: the brute-force answer over the original vectors (recall's ground truth)."""
@@ -121,11 +133,32 @@ def index_threads() -> int:
             return max(0, int(value))
         except ValueError:
             raise UsageError(f"ALEXANDRIA_INDEX_THREADS must be a whole number, not {value!r}.") from None
+    return min(usable_cores(), 16)
+
+
+def usable_cores() -> int:
     try:
-        cores = len(os.sched_getaffinity(0))
+        return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return min(cores, 16)
+        return os.cpu_count() or 1
+
+
+def segment_target(config: StoreConfig) -> int:
+    """The segment count past which Qdrant's optimiser merges: the configured one, else Qdrant's
+    own choice (its get_number_segments: the CPU count, at least 2 and at most 8)."""
+    return config.segments or min(max(usable_cores(), 2), 8)
+
+
+def index_every() -> int:
+    """Points written between index builds during a run (ALEXANDRIA_INDEX_EVERY; 0: only at the
+    end): the build at the end of a run then has only the rest to index."""
+    value = os.environ.get("ALEXANDRIA_INDEX_EVERY", "").strip()
+    if not value:
+        return 10_000
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise UsageError(f"ALEXANDRIA_INDEX_EVERY must be a whole number, not {value!r}.") from None
 
 
 def read_config(shard: Path) -> StoreConfig:

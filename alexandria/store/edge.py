@@ -34,6 +34,7 @@ from alexandria.store.config import (
     check_same,
     index_threads,
     read_config,
+    segment_target,
     write_config,
 )
 from alexandria.store.sparse import (
@@ -333,6 +334,19 @@ class EdgeStore(VectorStore):
             return bool(self.shard.optimize())
         except Exception as e:
             raise StoreError(self._why("optimising", e)) from e
+
+    def index_part(self) -> bool:
+        """Index what was written so far, in the middle of a run, as one more segment: only while
+        the segments stay below the count past which the optimiser merges them (segment_target),
+        since a merge re-indexes what was indexed already. False where it did not add one."""
+        try:
+            before = self.shard.info().segments_count  # the appendable segment included
+        except Exception as e:
+            raise StoreError(self._why("reading the segments of", e)) from e
+        if before + 1 >= segment_target(self.config):
+            return False
+        self.optimize()
+        return self.shard.info().segments_count > before
 
     def finish(self) -> None:
         """A run completed: index what it wrote, so searches stop scanning it."""

@@ -329,3 +329,31 @@ def test_bench_with_embed_url_can_write_its_runs_to_a_qdrant_server_instead(
         assert client.count("alexandria_minilm").count == result["chunks_per_run"]
     finally:
         client.close()
+
+
+def test_a_run_indexes_its_first_points_while_it_goes_on_and_stores_exactly_the_same(
+        servers, library, clean, tmp_path):
+    from alexandria.store.edge import EdgeStore
+
+    store = tmp_path / "store"
+    # Room for six segments (this 2-core box's own target, Qdrant's, is two: a build during the run
+    # would be merged by the next), and segments of this small library's size indexed at all.
+    EdgeStore(store, "alexandria_minilm", 384, {"segments": 6, "index_threshold_kb": 60}).close()
+    proc = run_cli(*remote_args(store, library, servers[0].url),
+                   env={**env(), "ALEXANDRIA_INDEX_EVERY": "40"})
+    assert proc.returncode == 0, proc.stderr
+    report = report_of(store)
+    builds = report["index_builds"]
+    assert builds >= 2 and report["stages_s"]["index_during"] > 0, report["stages_s"]
+    s = EdgeStore(store, "alexandria_minilm", None)
+    try:
+        info = s.shard.info()
+        # One segment per build (none merged into another), never past the six of the target.
+        assert builds + 1 <= info.segments_count <= 6
+        assert info.indexed_vectors_count >= info.points_count  # every point's graph is built
+    finally:
+        s.close()
+    assert status_json(store)["mismatches"] == 0
+    stored, expected = points(store), points(clean["store"])
+    assert stored.keys() == expected.keys()
+    assert all(float(np.dot(stored[k][1], expected[k][1])) > 0.999 for k in expected)

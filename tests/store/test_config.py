@@ -198,3 +198,52 @@ def test_the_index_thread_count_is_every_core_up_to_16_unless_set(monkeypatch):
     monkeypatch.setenv("ALEXANDRIA_INDEX_THREADS", "many")
     with pytest.raises(UsageError, match="ALEXANDRIA_INDEX_THREADS must be a whole number"):
         index_threads()
+
+
+def test_an_index_built_during_a_run_adds_a_segment_until_the_optimiser_would_merge(tmp_path):
+    import numpy as np
+
+    # Room for four segments; segments of more than 1 KB of vectors (8 of these) get an index.
+    EdgeStore(tmp_path, "c", 32, {"segments": 4, "index_threshold_kb": 1}).close()
+    store = Location.of("minilm", store=tmp_path, collection="c").open_store(32)  # via the owner
+    rows = np.random.default_rng(0).standard_normal((120, 32))
+    points = [PointData(f"00000000-0000-0000-0000-{i:012d}", row.tolist(), {"book_key": "a"})
+              for i, row in enumerate(rows)]
+    try:
+        added = []
+        for part in range(3):
+            store.upsert(points[part * 40:(part + 1) * 40])
+            added.append(store.index_part())
+        # the appendable segment and two built ones: a third would make four, where Qdrant merges
+        assert added == [True, True, False]
+        store.finish()
+        assert store.count() == 120
+        for target in points[::17]:
+            assert store.search(target.vector, 1)[0].id == target.id
+    finally:
+        store.close()
+    shard = EdgeStore(tmp_path, "c", None)
+    try:
+        info = shard.shard.info()
+        assert info.segments_count == 4 and info.indexed_vectors_count >= 120
+    finally:
+        shard.close()
+
+
+def test_the_segment_target_is_qdrants_own_unless_the_store_sets_one():
+    from alexandria.store.config import segment_target, usable_cores
+
+    assert segment_target(DEFAULT) == min(max(usable_cores(), 2), 8)
+    assert segment_target(replace(DEFAULT, segments=12)) == 12
+
+
+def test_the_points_between_builds_during_a_run_can_be_set_or_turned_off(monkeypatch):
+    from alexandria.store.config import index_every
+
+    monkeypatch.delenv("ALEXANDRIA_INDEX_EVERY", raising=False)
+    assert index_every() == 10_000
+    monkeypatch.setenv("ALEXANDRIA_INDEX_EVERY", "0")  # only at the end of a run
+    assert index_every() == 0
+    monkeypatch.setenv("ALEXANDRIA_INDEX_EVERY", "often")
+    with pytest.raises(UsageError, match="ALEXANDRIA_INDEX_EVERY must be a whole number"):
+        index_every()

@@ -208,6 +208,9 @@ def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, 
             "ratio_before_index": round(statistics.median(
                 x["before_index_tokens_per_s"] / x["servers_alone_tokens_per_s"] for x in rows), 3),
             "index_s": round(statistics.median(x["stages_s"].get("index", 0.0) for x in rows), 2),
+            # builds of the run's first points while it went on (ALEXANDRIA_INDEX_EVERY)
+            "index_during_s": round(statistics.median(
+                x["stages_s"].get("index_during", 0.0) for x in rows), 2),
             "elapsed_s": round(med(rows, "elapsed_s"), 2),
             "startup_s": round(statistics.median(x["stages_s"].get("startup", 0.0) for x in rows), 2),
             "runs": rows}
@@ -232,12 +235,13 @@ def render_remote(r: dict[str, Any]) -> str:
              f"{r['chunks_per_run']:,} chunks a run; median of {r['repeats']}",
              f"  {'servers':>7} {'alone tok/s':>12} {'end to end':>12} {'ratio':>6} "
              f"{'embedding stage':>16} {'ratio':>6} {'before index':>13} {'ratio':>6} "
-             f"{'start-up s':>10} {'index s':>8}"]
+             f"{'start-up s':>10} {'index s':>8} {'during':>7}"]
     for n, x in r["by_servers"].items():
         lines.append(f"  {n:>7} {x['servers_alone_tokens_per_s']:>12,} {x['end_to_end_tokens_per_s']:>12,} "
                      f"{x['ratio']:>6.3f} {x['while_embedding_tokens_per_s']:>16,} "
                      f"{x['ratio_while_embedding']:>6.3f} {x['before_index_tokens_per_s']:>13,} "
-                     f"{x['ratio_before_index']:>6.3f} {x['startup_s']:>10.2f} {x['index_s']:>8.2f}")
+                     f"{x['ratio_before_index']:>6.3f} {x['startup_s']:>10.2f} {x['index_s']:>8.2f} "
+                     f"{x.get('index_during_s', 0.0):>7.2f}")
     if "scaling_end_to_end" in r:
         lines.append(f"  scaling over {len(r['servers'])} servers: end to end "
                      f"{r['scaling_end_to_end']:.2f}x, servers alone {r['scaling_servers_alone']:.2f}x")
