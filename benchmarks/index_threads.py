@@ -4,10 +4,12 @@ default configuration each time, and the recall@10 of the graph it built (50 noi
 points searched as the store searches, against exact search), since Qdrant's authors warn that
 many threads can disconnect the graph. Random unit vectors: the graph is the hardest case, the
 comparison between settings is what counts. --every N also builds after each N points written (an
-index built during the fill), --max-segment-mb caps the optimiser's merges.
+index built during the fill), --max-segment-mb caps the optimiser's merges, --segments sets the
+segment count past which it merges.
 
     python benchmarks/index_threads.py --points 40000 --dim 1024 --threads 0,4,16 --repeats 2
     python benchmarks/index_threads.py --points 40000 --every 10240 [--max-segment-mb 48]
+    python benchmarks/index_threads.py --points 40000 --dim 256 --every 10000 --segments 8
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from alexandria.store.sparse import SPARSE
 
 
 def build(points: int, dim: int, threads: int, where: Path, every: int = 0,
-          max_segment_mb: int | None = None) -> dict:
-    store = replace(DEFAULT, max_segment_mb=max_segment_mb)
+          max_segment_mb: int | None = None, segments: int | None = None) -> dict:
+    store = replace(DEFAULT, max_segment_mb=max_segment_mb, segments=segments)
     config = store.edge_config(qe, dim, sparse_vectors={
         SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)}, index_threads=threads)
     shutil.rmtree(where, ignore_errors=True)
@@ -80,13 +82,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--every", type=int, default=0)
     ap.add_argument("--max-segment-mb", type=int)
+    ap.add_argument("--segments", type=int, help="the optimiser's segment target (default: Qdrant's)")
     a = ap.parse_args()
     counts = [int(t) for t in a.threads.split(",")]
     runs: dict[int, list[float]] = {t: [] for t in counts}
     with tempfile.TemporaryDirectory(prefix="alexandria-index-") as tmp:
         for r in range(a.repeats):
             for t in counts if r % 2 == 0 else counts[::-1]:
-                row = build(a.points, a.dim, t, Path(tmp) / "shard", a.every, a.max_segment_mb)
+                row = build(a.points, a.dim, t, Path(tmp) / "shard", a.every, a.max_segment_mb,
+                            a.segments)
                 runs[t].append(row["optimize_s"])
                 print(json.dumps({"repeat": r, **row}), flush=True)
     print(json.dumps({"points": a.points, "dim": a.dim, "median_optimize_s":
