@@ -132,6 +132,11 @@ class Endpoint:
             host = f"{host}:{parts.port}"
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
+    @property
+    def with_settings(self) -> str:
+        """The URL with its batch and concurrency in the fragment, as --embed-url takes it back."""
+        return f"{self.url}#batch={self.batch}&concurrency={self.concurrency}"
+
     def up(self, now: float) -> bool:
         return now >= self.down_until
 

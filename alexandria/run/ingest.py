@@ -269,11 +269,10 @@ class Ingest:
 
     def _index_every(self, store: VectorStore, embedder) -> int:
         """Index builds during the run only where they take nothing from the embedding: the shard
-        in its owner process (a build holds the GIL of the process it runs in) and the model on a
-        GPU or on servers (on a CPU the build would take the model's cores)."""
-        if not isinstance(store, StoreProcess) or embedder is None:
-            return 0
-        if not (self.opts.embed_urls or str(embedder.device).startswith("cuda")):
+        in its owner process (a build holds the GIL of the process it runs in) and the model on
+        servers. Not yet on a local GPU, whose feeder and book workers want the same cores, until
+        it is measured there; never on a CPU, where the build would take the model's cores."""
+        if not isinstance(store, StoreProcess) or not self.opts.embed_urls:
             return 0
         return index_every()
 

@@ -4,10 +4,10 @@ It applies operations strictly in the order they were queued, which is what make
 instant recoverable: a book's row is in-progress before its first point is touched, and done only
 after its points are flushed and counted.
 
-Where the run embeds elsewhere (a GPU, servers) and the shard has its own owner process, the
-writer also has the store index what it wrote every `index_every` points, after the book that
-crossed the mark is done: the owner builds while the run keeps embedding into the writer's queue,
-and the build at the end of the run is left with the rest.
+Where the run embeds on servers and the shard has its own owner process, the writer also has the
+store index what it wrote every `index_every` points, after the book that crossed the mark is done:
+the owner builds while the run keeps embedding into the writer's queue, and the build at the end
+of the run is left with the rest.
 """
 
 from __future__ import annotations

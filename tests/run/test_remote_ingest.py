@@ -142,13 +142,14 @@ def test_search_with_embed_url_needs_no_model_weights(servers, clean):
     assert all(abs(x["score"] - y["score"]) < 1e-3 for x, y in zip(hits, remote_hits, strict=True))
 
 
-def start_run(store: Path, library: Path, *urls: str, more: tuple = ()) -> subprocess.Popen:
+def start_run(store: Path, library: Path, *urls: str, more: tuple = (),
+              extra_env: dict | None = None) -> subprocess.Popen:
     args = [sys.executable, "-m", "alexandria", *map(str, remote_args(store, library, *urls,
                                                                       more=more))]
     import os
 
-    return subprocess.Popen(args, env=dict(os.environ, **env()), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, env=dict(os.environ, **env(), **(extra_env or {})),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def wait_for_answers(server: Infinity, proc: subprocess.Popen, answers: int = 3,
@@ -288,11 +289,16 @@ def test_bench_with_embed_url_compares_real_runs_with_the_servers_alone_over_one
     a, b = servers
     corpus = corpus_of(small_epubs, tmp_path / "corpus")
     out = tmp_path / "bench.json"
-    proc = run_cli("bench", "--embed-url", f"{a.url},{b.url}", "--model", "minilm", "--corpus",
-                   corpus, "--tokens", "1000", "--repeats", "1", "--json", out, env=env())
+    proc = run_cli("bench", "--embed-url", f"{a.url},{b.url}#batch=8&concurrency=2", "--model",
+                   "minilm", "--corpus", corpus, "--tokens", "1000", "--repeats", "1", "--json",
+                   out, env=env())
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert set(result["by_servers"]) == {"1", "2"}
+    assert result["servers"] == [a.url, b.url]  # shown without their settings
+    used = result["by_servers"]["2"]["runs"][0]["endpoints"]
+    assert used[b.url]["concurrency"] == 2 and used[a.url]["concurrency"] == 4  # B's own, A's default
+    assert 0 < used[b.url]["rows"] <= 8 * used[b.url]["requests"]  # batches of at most 8
     for row in result["by_servers"].values():
         run = row["runs"][0]
         assert run["tokens"] == result["tokens_per_run"]  # the run embedded exactly the texts timed
@@ -353,6 +359,56 @@ def test_a_run_indexes_its_first_points_while_it_goes_on_and_stores_exactly_the_
         assert info.indexed_vectors_count >= info.points_count  # every point's graph is built
     finally:
         s.close()
+    assert status_json(store)["mismatches"] == 0
+    stored, expected = points(store), points(clean["store"])
+    assert stored.keys() == expected.keys()
+    assert all(float(np.dot(stored[k][1], expected[k][1])) > 0.999 for k in expected)
+
+
+def owner_of_shard(shard: Path) -> int | None:
+    """The shard's owner process, by its command line (connecting would make it a client)."""
+    import os
+
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            args = entry.joinpath("cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"alexandria.store.owner" in args and os.fsencode(shard.parent) in args:
+            return int(entry.name)
+    return None
+
+
+def test_a_run_and_its_store_owner_sigkilled_after_an_index_build_mid_run_lose_nothing(
+        servers, library, clean, tmp_path):
+    import os
+    import signal
+
+    from alexandria.store.edge import EdgeStore
+
+    store = tmp_path / "store"
+    shard = store / "alexandria_minilm"
+    EdgeStore(store, "alexandria_minilm", 384, {"segments": 6, "index_threshold_kb": 60}).close()
+    run = start_run(store, library, servers[0].url, more=("--embed-batch", "4"),
+                    extra_env={"ALEXANDRIA_INDEX_EVERY": "40"})
+    try:
+        deadline = time.monotonic() + 300
+        while len(list((shard / "segments").iterdir())) < 3:  # a segment built during the run
+            assert run.poll() is None, run.communicate()
+            assert time.monotonic() < deadline, "no index was built during the run"
+            time.sleep(0.02)
+        owner = owner_of_shard(shard)
+        run.kill()
+        if owner is not None:
+            os.kill(owner, signal.SIGKILL)
+        run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert status_json(store, verify=False)["totals"]["done"] < BOOKS  # it was cut off
+    again = run_cli(*remote_args(store, library, servers[0].url),
+                    env={**env(), "ALEXANDRIA_INDEX_EVERY": "40"})
+    assert again.returncode == 0, again.stderr
     assert status_json(store)["mismatches"] == 0
     stored, expected = points(store), points(clean["store"])
     assert stored.keys() == expected.keys()

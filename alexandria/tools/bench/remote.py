@@ -51,7 +51,9 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
     from alexandria.tools.tune_remote import sample_texts
 
     books = corpus_books(corpus)
-    endpoints = [e.url for e in parse_endpoints(urls, api)]
+    # Each URL's own settings go to both the servers alone and the run (they were dropped here,
+    # so both ran at the defaults whatever the tuner had chosen).
+    endpoints = [e.with_settings for e in parse_endpoints(urls, api)]
     if not endpoints:
         raise UsageError("--embed-url names no endpoint.")
     if repeats < 1:
