@@ -175,6 +175,20 @@ def ingest_args(store: Path, *more: str) -> list[str]:
             "--log-dir", str(store.parent / "logs"), *more]
 
 
+def owners(shard: Path) -> list[int]:
+    """Owner processes of this shard (found by their command line: connecting would count as a
+    client and keep the owner on)."""
+    out = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            args = entry.joinpath("cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"alexandria.store.owner" in args and os.fsencode(shard.parent) in args:
+            out.append(int(entry.name))
+    return out
+
+
 def status_json(store: Path, verify: bool = True) -> dict:
     args = ["status", "--json", "--model", "minilm", "--store", str(store)]
     if verify:

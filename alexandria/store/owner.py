@@ -12,7 +12,8 @@ ingest used to fail ("open in another process"). Now whoever needs the shard (a 
   (SO_PEERCRED): only the same user, or root, is served.
 - Calls are VectorStore methods, pickled both ways as over the ingest's old pipe (the client side is
   alexandria.store.process.StoreProcess). One thread per client, one lock around the shard: a search
-  waits for one upsert block at most, never for a whole ingest, and answers from what is stored.
+  waits for one upsert block (or a run's index build of one segment, alexandria.run.writer) at
+  most, never for a whole ingest, and answers from what is stored.
 - It holds the shard while it has clients: the last one's close closes the shard before it is
   answered (a command that returned has its shard closed, as before), and the owner exits GRACE_S
   later unless a new client came (it reopens the shard), so nothing of a SIGKILLed run outlives it by

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, ingest_args, run_cli
+from tests.conftest import REPO, ingest_args, owners, run_cli
 
 
 def can_bind_mount() -> bool:
@@ -23,20 +23,6 @@ def can_bind_mount() -> bool:
     probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind /tmp /tmp"],
                            capture_output=True)
     return probe.returncode == 0
-
-
-def owners(shard: Path) -> list[int]:
-    """Owner processes of this shard (found by their command line: connecting would count as a
-    client and keep the owner on)."""
-    out = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            args = entry.joinpath("cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"alexandria.store.owner" in args and os.fsencode(shard.parent) in args:
-            out.append(int(entry.name))
-    return out
 
 
 def wait_owner_gone(shard: Path, within_s: float = 15.0) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ingest_args, run_cli, status_json
+from tests.conftest import ingest_args, owners, run_cli, status_json
 from tests.infinity import Infinity, need_infinity, start_all
 
 pytestmark = pytest.mark.slow
@@ -365,20 +365,6 @@ def test_a_run_indexes_its_first_points_while_it_goes_on_and_stores_exactly_the_
     assert all(float(np.dot(stored[k][1], expected[k][1])) > 0.999 for k in expected)
 
 
-def owner_of_shard(shard: Path) -> int | None:
-    """The shard's owner process, by its command line (connecting would make it a client)."""
-    import os
-
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            args = entry.joinpath("cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"alexandria.store.owner" in args and os.fsencode(shard.parent) in args:
-            return int(entry.name)
-    return None
-
-
 def test_a_run_and_its_store_owner_sigkilled_after_an_index_build_mid_run_lose_nothing(
         servers, library, clean, tmp_path):
     import os
@@ -397,9 +383,8 @@ def test_a_run_and_its_store_owner_sigkilled_after_an_index_build_mid_run_lose_n
             assert run.poll() is None, run.communicate()
             assert time.monotonic() < deadline, "no index was built during the run"
             time.sleep(0.02)
-        owner = owner_of_shard(shard)
         run.kill()
-        if owner is not None:
+        for owner in owners(shard):
             os.kill(owner, signal.SIGKILL)
         run.communicate(timeout=60)
     finally:
