@@ -137,3 +137,18 @@ def test_second_run_exits_75_while_the_first_holds_the_lock(small_library, tmp_p
     time.sleep(0.1)
     # The holder died without releasing anything by hand: the kernel dropped its flock.
     assert run_cli(*ingest_args(store, "--directory", small_library)).returncode == 0
+
+
+def test_output_cut_short_by_its_reader_ends_quietly():
+    """`alexandria search ... | head -1`: the reader leaving is no error of Alexandria's."""
+    import subprocess
+
+    code = ("import sys; from alexandria.cli.common import guard; "
+            "sys.exit(guard(lambda: [print('x' * 1000) for _ in range(1000)]))")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"x" * 1000 + b"\n"
+    proc.stdout.close()  # more than a pipe's buffer is still to come
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141  # the shell's own status for it (128 + SIGPIPE)
+    assert err == b""

@@ -17,6 +17,7 @@ from alexandria.store.location import DEFAULT_STORE
 from alexandria.store.lock import EXIT_LOCKED, LockBusy
 
 EXIT_OK, EXIT_FAILED_BOOKS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_PIPE = 141  # the shell's status for a command whose reader went away (128 + SIGPIPE)
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}
 
 log = logging.getLogger("alexandria")
@@ -205,6 +206,10 @@ def guard(fn, *args, **kwargs) -> int:
         click.echo(f"Error: {e}", err=True)
         to_log_file(f"Error: {e}")
         return EXIT_LOCKED
+    except BrokenPipeError:  # `alexandria search ... | head`: the reader has all it wanted
+        # stdout to /dev/null, so that the interpreter's last flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_PIPE
     except KeyboardInterrupt:
         click.echo("Stopped at once; the next run cleans up and resumes.", err=True)
         to_log_file("Stopped at once (interrupted); the next run cleans up and resumes.")
