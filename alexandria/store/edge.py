@@ -339,14 +339,17 @@ class EdgeStore(VectorStore):
         """Index what was written so far, in the middle of a run, as one more segment: only while
         the segments stay below the count past which the optimiser merges them (segment_target),
         since a merge re-indexes what was indexed already. False where it did not add one."""
-        try:
-            before = self.shard.info().segments_count  # the appendable segment included
-        except Exception as e:
-            raise StoreError(self._why("reading the segments of", e)) from e
+        before = self._segments()  # the appendable segment included
         if before + 1 >= segment_target(self.config):
             return False
         self.optimize()
-        return self.shard.info().segments_count > before
+        return self._segments() > before
+
+    def _segments(self) -> int:
+        try:
+            return self.shard.info().segments_count
+        except Exception as e:
+            raise StoreError(self._why("reading the segments of", e)) from e
 
     def finish(self) -> None:
         """A run completed: index what it wrote, so searches stop scanning it."""

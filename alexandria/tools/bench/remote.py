@@ -51,8 +51,7 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
     from alexandria.tools.tune_remote import sample_texts
 
     books = corpus_books(corpus)
-    # Each URL's own settings go to both the servers alone and the run (they were dropped here,
-    # so both ran at the defaults whatever the tuner had chosen).
+    # Each URL keeps its own settings: the servers alone and the run both go at the tuned ones.
     endpoints = [e.with_settings for e in parse_endpoints(urls, api)]
     if not endpoints:
         raise UsageError("--embed-url names no endpoint.")
@@ -237,13 +236,13 @@ def render_remote(r: dict[str, Any]) -> str:
              f"{r['chunks_per_run']:,} chunks a run; median of {r['repeats']}",
              f"  {'servers':>7} {'alone tok/s':>12} {'end to end':>12} {'ratio':>6} "
              f"{'embedding stage':>16} {'ratio':>6} {'before index':>13} {'ratio':>6} "
-             f"{'start-up s':>10} {'index s':>8} {'during':>7}"]
+             f"{'start-up s':>10} {'index s':>8} {'during s':>8}"]
     for n, x in r["by_servers"].items():
         lines.append(f"  {n:>7} {x['servers_alone_tokens_per_s']:>12,} {x['end_to_end_tokens_per_s']:>12,} "
                      f"{x['ratio']:>6.3f} {x['while_embedding_tokens_per_s']:>16,} "
                      f"{x['ratio_while_embedding']:>6.3f} {x['before_index_tokens_per_s']:>13,} "
                      f"{x['ratio_before_index']:>6.3f} {x['startup_s']:>10.2f} {x['index_s']:>8.2f} "
-                     f"{x.get('index_during_s', 0.0):>7.2f}")
+                     f"{x['index_during_s']:>8.2f}")
     if "scaling_end_to_end" in r:
         lines.append(f"  scaling over {len(r['servers'])} servers: end to end "
                      f"{r['scaling_end_to_end']:.2f}x, servers alone {r['scaling_servers_alone']:.2f}x")
