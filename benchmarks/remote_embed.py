@@ -1,9 +1,9 @@
-"""End-to-end tokens/s of `alexandria ingest --embed-url` against the servers' own speed on the
-same texts (the same client, batches and concurrency, every text already in memory), over 1 and 2
-servers, median of several interleaved repeats; and what faults cost (a server SIGKILLed or frozen
-mid-run). docs/performance.md has the numbers.
+"""What faults cost `alexandria ingest --embed-url`: a server SIGKILLed or frozen (SIGSTOP) in the
+middle of a two-server run, the time until the run takes it out and the run's total; before that,
+the end-to-end speed against the servers alone over 1 and 2 servers, which is `alexandria bench
+--embed-url`'s own measurement (alexandria.tools.bench.remote). docs/performance.md has the numbers.
 
-    python benchmarks/remote_embed.py WORK --books DIR [--copies 2] [--repeats 3] [--faults]
+    python benchmarks/remote_embed.py WORK --books DIR [--tokens N] [--repeats 3] [--faults]
     python benchmarks/remote_embed.py WORK --books DIR --embed-url URL1 --embed-url URL2
 
 Without --embed-url it starts two real infinity servers (minilm, CPU) from .venv-infinity; on a
@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import threading
@@ -26,35 +25,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def make_library(books: Path, work: Path, copies: int) -> Path:
-    from alexandria.tools.bench.corpus import copy_epub
-
-    lib = work / "library"
-    if lib.exists():
-        shutil.rmtree(lib)
-    lib.mkdir(parents=True)
-    sources = sorted(books.glob("*.epub"))
-    for src in sources:
-        shutil.copy2(src, lib / src.name)
-        for i in range(1, copies):
-            copy_epub(src, lib / f"{src.stem} (copy {i}).epub", 3000 + i)
-    return lib
-
-
-def servers_alone(texts: list[str], tokens: int, urls: list[str]) -> float:
-    from alexandria.embedding.models import resolve_model
-    from alexandria.embedding.remote import connect
-
-    remote = connect(resolve_model("minilm"), urls)
-    try:
-        remote.encode_texts(texts[:64])  # warm: connections
-        started = time.perf_counter()
-        remote.encode_texts(texts)
-        return tokens / (time.perf_counter() - started)
-    finally:
-        remote.close()
 
 
 def ingest(lib: Path, store: Path, urls: list[str], *more: str, on_line=None) -> tuple[dict, int]:
@@ -73,41 +43,6 @@ def ingest(lib: Path, store: Path, urls: list[str], *more: str, on_line=None) ->
             on_line(time.perf_counter(), line)
     rc = proc.wait()
     return (json.loads(report.read_text()) if report.is_file() else {}), rc
-
-
-def speeds(lib: Path, work: Path, urls: list[str], repeats: int) -> dict:
-    from alexandria.embedding.models import resolve_model
-    from alexandria.tools.tune_remote import sample_texts
-
-    texts, tokens = sample_texts(lib, resolve_model("minilm"), 10**12)
-    rows: dict[int, dict[str, list[float]]] = {n: {"servers": [], "e2e": [], "embedding": [],
-                                                   "startup_s": []} for n in (1, 2)}
-    for r in range(repeats):
-        for n in ((1, 2) if r % 2 == 0 else (2, 1)):  # interleaved: drift hits both alike
-            alone = servers_alone(texts, tokens, urls[:n])
-            report, rc = ingest(lib, work / f"store-{n}" / "store", urls[:n])
-            assert rc == 0, f"ingest exited {rc}"
-            rows[n]["servers"].append(alone)
-            rows[n]["e2e"].append(report["tokens"] / report["elapsed_s"])
-            # from the first batch given to the servers to the last vectors back: the run's own
-            # start-up (imports, the tokenizer, the plan) left out
-            rows[n]["embedding"].append(report["tokens"] / report["stages_s"]["embed"])
-            rows[n]["startup_s"].append(report["stages_s"]["startup"])
-            print(f"repeat {r + 1}, {n} server(s): servers alone {alone:,.0f} tokens/s, "
-                  f"end to end {rows[n]['e2e'][-1]:,.0f} tokens/s", flush=True)
-    out = {"tokens": tokens, "texts": len(texts)}
-    for n, row in rows.items():
-        s, e = statistics.median(row["servers"]), statistics.median(row["e2e"])
-        m = statistics.median(row["embedding"])
-        out[f"{n}_servers"] = {"servers_alone_tokens_per_s": round(s), "end_to_end_tokens_per_s": round(e),
-                               "ratio": round(e / s, 3), "while_embedding_tokens_per_s": round(m),
-                               "ratio_while_embedding": round(m / s, 3),
-                               "startup_s": statistics.median(row["startup_s"]), "runs": row}
-    out["scaling_end_to_end"] = round(out["2_servers"]["end_to_end_tokens_per_s"]
-                                      / out["1_servers"]["end_to_end_tokens_per_s"], 3)
-    out["scaling_servers_alone"] = round(out["2_servers"]["servers_alone_tokens_per_s"]
-                                         / out["1_servers"]["servers_alone_tokens_per_s"], 3)
-    return out
 
 
 def fault(lib: Path, work: Path, servers: list, how: str, timeout_s: float, batch: int) -> dict:
@@ -149,14 +84,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("work", type=Path)
     ap.add_argument("--books", type=Path, required=True, help="a folder of EPUBs")
-    ap.add_argument("--copies", type=int, default=1, help="copies of each book in the library")
+    ap.add_argument("--tokens", type=int, default=1,
+                    help="tokens a run at least (the books are copied until they hold as many)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--embed-url", action="append", default=[])
     ap.add_argument("--faults", action="store_true", help="also time a killed and a frozen server")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
+    from alexandria.tools.bench.corpus import corpus_books, make_copies
+    from alexandria.tools.bench.remote import run_remote_bench
+
     a.work.mkdir(parents=True, exist_ok=True)
-    lib = make_library(a.books, a.work, a.copies)
     servers = []
     urls = a.embed_url
     if not urls:
@@ -165,8 +103,10 @@ def main() -> None:
         servers = start_all([Infinity(a.work / "logs", name="a"), Infinity(a.work / "logs", name="b")])
         urls = [s.url for s in servers]
     try:
-        out = speeds(lib, a.work, urls, a.repeats)
+        out = run_remote_bench(a.books, "minilm", urls, tokens=a.tokens, repeats=a.repeats,
+                               workdir=a.work / "bench", progress=print)
         if a.faults and servers:
+            lib = make_copies(corpus_books(a.books), 1, a.work / "library")
             # batches of 8 and a 30 s timeout: a loaded 2-core box answers a batch of 32 in 10-40 s
             out["faults"] = [fault(lib, a.work, servers, "kill", 30.0, 8),
                              fault(lib, a.work, servers, "freeze", 30.0, 8)]
