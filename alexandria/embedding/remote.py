@@ -134,14 +134,18 @@ class Endpoint:
 
     @property
     def with_settings(self) -> str:
-        """The URL with its batch and concurrency in the fragment, as --embed-url takes it back."""
-        return f"{self.url}#batch={self.batch}&concurrency={self.concurrency}"
+        return settings_url(self.url, self.batch, self.concurrency)
 
     def up(self, now: float) -> bool:
         return now >= self.down_until
 
     def load(self) -> float:
         return self.in_flight / max(1, self.limit)
+
+
+def settings_url(url: str, batch: int, concurrency: int) -> str:
+    """A URL with its settings in the fragment, as --embed-url reads them (endpoint_of)."""
+    return f"{url}#batch={batch}&concurrency={concurrency}"
 
 
 def parse_endpoints(urls: Sequence[str] | str, api: str = "auto", batch: int | None = None,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from alexandria.embedding.models import resolve_model
-from alexandria.embedding.remote import Latency, RemoteEmbedder, connect
+from alexandria.embedding.remote import Latency, RemoteEmbedder, connect, settings_url
 from alexandria.errors import RunFailure, UsageError
 
 BATCHES = (8, 16, 32, 64)
@@ -107,7 +107,7 @@ def tune_remote(directory: Path, urls, model: str, api: str = "auto", api_key: s
             best[url] = max(candidates, key=lambda t: t.tokens_per_s or 0)
         finally:
             remote.close()
-    value = ",".join(f"{url}#batch={t.batch}&concurrency={t.concurrency}" for url, t in best.items())
+    value = ",".join(settings_url(url, t.batch, t.concurrency) for url, t in best.items())
     if env_file is not None:
         write_env(Path(env_file), {"ALEXANDRIA_EMBED_URL": f"'{value}'"},
                   f"alexandria tune: {spec.name} on {len(best)} embedding server(s), "
