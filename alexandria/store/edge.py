@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -48,6 +52,8 @@ from alexandria.store.sparse import (
 )
 
 log = logging.getLogger("alexandria")
+T = TypeVar("T")
+BUILD_NICE = 10  # an index built while a run goes on, like the run's book workers
 
 
 class EdgeStore(VectorStore):
@@ -342,7 +348,9 @@ class EdgeStore(VectorStore):
         before = self._segments()  # the appendable segment included
         if before + 1 >= segment_target(self.config):
             return False
-        self.optimize()
+        # The run goes on meanwhile, maybe beside embedding servers on this box: the build
+        # takes the cores they leave, not theirs.
+        yielding(self.optimize)
         return self._segments() > before
 
     def _segments(self) -> int:
@@ -365,6 +373,22 @@ class EdgeStore(VectorStore):
         shard, self.shard = getattr(self, "shard", None), None
         if shard is not None:
             shard.close()
+
+
+def yielding(work: Callable[[], T], nice: int = BUILD_NICE) -> T:
+    """work() on a thread of its own, `nice` steps below the caller's priority. On Linux a nice
+    value is per thread and the threads a thread starts inherit it, so Qdrant's build threads,
+    started for each build, yield too; the caller keeps its own priority (raising it back would
+    need privileges)."""
+
+    def lowered() -> T:
+        with contextlib.suppress(OSError, AttributeError):  # not Linux: as it is
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, os.getpriority(os.PRIO_PROCESS, me) + nice)
+        return work()
+
+    with ThreadPoolExecutor(1, thread_name_prefix="alexandria-index") as pool:
+        return pool.submit(lowered).result()
 
 
 BUILD = ".sparse-build"  # beside DIR/<collection>: the copy add_sparse makes

@@ -230,6 +230,35 @@ def test_an_index_built_during_a_run_adds_a_segment_until_the_optimiser_would_me
         shard.close()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="nice values per thread: Linux")
+def test_an_index_built_during_a_run_yields_the_cores_and_its_threads_inherit_it():
+    """Qdrant starts its build threads for each build, from the thread that asked: they inherit
+    its nice value, so the build takes only the cores the run and the servers leave."""
+    import os
+    import threading
+
+    from alexandria.store.edge import BUILD_NICE, yielding
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    mine = nice()
+    seen: list[int] = []
+
+    def build() -> str:
+        seen.append(nice())
+        started = threading.Thread(target=lambda: seen.append(nice()))
+        started.start()
+        started.join()
+        return "built"
+
+    assert yielding(build) == "built"
+    assert seen == [min(19, mine + BUILD_NICE)] * 2
+    assert nice() == mine  # the caller keeps its priority
+    with pytest.raises(ZeroDivisionError):
+        yielding(lambda: 1 / 0)
+
+
 def test_the_segment_target_is_qdrants_own_unless_the_store_sets_one():
     from alexandria.store.config import segment_target, usable_cores
 
