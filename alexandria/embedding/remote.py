@@ -33,19 +33,23 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
 
+from alexandria.embedding.endpoints import (
+    Endpoint,
+    EndpointError,
+    Latency,
+    answer_rows,
+    parse_endpoints,
+)
 from alexandria.embedding.models import ModelSpec
 from alexandria.errors import RunFailure, UsageError
 
 log = logging.getLogger("alexandria")
 
-APIS = ("auto", "tei", "openai")
-DEFAULT_BATCH = 32  # TEI refuses more than 32 inputs per request by default (--max-client-batch-size)
-DEFAULT_CONCURRENCY = 4
 DOWN_AFTER = 3  # failures in a row that take an endpoint out
 COOLDOWN_S = 5.0  # how long it stays out before it is tried again
 BACKOFF_S = (0.2, 5.0)  # first and longest wait between tries of one batch
@@ -56,143 +60,7 @@ SLOW_AFTER = 8  # requests timed before "usual" means anything
 PROBE_TEXT = "Alexandria checks the embedding server."
 # Where a bare http://host:port answers, in the order tried.
 ROUTES = (("openai", "/v1/embeddings"), ("openai", "/embeddings"), ("tei", "/embed"))
-
-
-class EndpointError(Exception):
-    """A request failed; `transient` ones are retried (429, 5xx, timeouts, connection errors)."""
-
-    def __init__(self, message: str, transient: bool, slow_down: bool = False) -> None:
-        super().__init__(message)
-        self.transient, self.slow_down = transient, slow_down
-
-
-@dataclass
-class Latency:
-    """What an answer of a given size usually takes on one endpoint: seconds = a + b x characters,
-    fitted by least squares over exponentially weighted running means (the fixed cost of a request
-    and the cost of its text), so that batches of short and of long chunks are judged alike."""
-
-    n: int = 0
-    x: float = 0.0  # mean characters
-    y: float = 0.0  # mean seconds
-    xx: float = 0.0
-    xy: float = 0.0
-
-    WEIGHT = 0.2  # of the newest answer in the running means
-
-    def add(self, chars: int, seconds: float) -> None:
-        w = 1.0 if self.n == 0 else self.WEIGHT
-        self.x += w * (chars - self.x)
-        self.y += w * (seconds - self.y)
-        self.xx += w * (chars * chars - self.xx)
-        self.xy += w * (chars * seconds - self.xy)
-        self.n += 1
-
-    def expected(self, chars: int) -> float:
-        var = self.xx - self.x * self.x
-        if var <= 1e-9 * max(1.0, self.xx):  # every answer the same size so far
-            return self.y
-        b = (self.xy - self.x * self.y) / var
-        a = self.y - b * self.x
-        if b < 0:  # noise: size tells nothing yet
-            return self.y
-        if a < 0:  # no fixed cost visible: proportional to size
-            return self.y * chars / max(1.0, self.x)
-        return a + b * chars
-
-
-@dataclass
-class Endpoint:
-    """One server. `url` is where requests go; settings ride in the fragment, which is never sent:
-    http://gpu1:8080/embed#batch=64&concurrency=8 (what `alexandria tune` writes)."""
-
-    url: str
-    api: str  # "tei", "openai" or "auto" until the probe found the route
-    batch: int = DEFAULT_BATCH
-    concurrency: int = DEFAULT_CONCURRENCY
-    # live state, under the pool's lock
-    limit: int = 0  # concurrency now (lowered on 429s and timeouts)
-    in_flight: int = 0
-    failures: int = 0  # in a row
-    down_until: float = 0.0
-    successes: int = 0  # in a row, to raise a lowered limit again
-    requests: int = 0
-    rows: int = 0
-    served_model: str | None = None
-    last_error: str = ""
-    latency: Latency = field(default_factory=Latency)  # what an answer usually takes
-    slow_streak: int = 0  # slow answers in a row
-
-    @property
-    def name(self) -> str:
-        """The URL as shown: no credentials, no fragment."""
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-    @property
-    def with_settings(self) -> str:
-        return settings_url(self.url, self.batch, self.concurrency)
-
-    def up(self, now: float) -> bool:
-        return now >= self.down_until
-
-    def load(self) -> float:
-        return self.in_flight / max(1, self.limit)
-
-
-def settings_url(url: str, batch: int, concurrency: int) -> str:
-    """A URL with its settings in the fragment, as --embed-url reads them (endpoint_of)."""
-    return f"{url}#batch={batch}&concurrency={concurrency}"
-
-
-def parse_endpoints(urls: Sequence[str] | str, api: str = "auto", batch: int | None = None,
-                    concurrency: int | None = None) -> list[Endpoint]:
-    """--embed-url values (each may hold several, comma- or space-separated) to endpoints."""
-    if api not in APIS:
-        raise UsageError(f"--embed-api must be tei or openai, not {api!r}.")
-    if isinstance(urls, str):
-        urls = [urls]
-    out: list[Endpoint] = []
-    for value in urls:
-        for raw in value.replace(",", " ").split():
-            out.append(endpoint_of(raw, api, batch, concurrency))
-    if len({e.url for e in out}) != len(out):
-        raise UsageError("--embed-url names the same endpoint twice.")
-    return out
-
-
-def endpoint_of(raw: str, api: str, batch: int | None, concurrency: int | None) -> Endpoint:
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--embed-url {raw!r} is not an http(s) URL.")
-    if parts.username or parts.password:
-        raise UsageError("--embed-url must not hold credentials; put the key in "
-                         "ALEXANDRIA_EMBED_API_KEY.")
-    settings = dict(item.split("=", 1) for item in parts.fragment.split("&") if "=" in item)
-    try:
-        b = int(settings.get("batch", batch or DEFAULT_BATCH))
-        c = int(settings.get("concurrency", concurrency or DEFAULT_CONCURRENCY))
-    except ValueError:
-        raise UsageError(f"--embed-url {raw!r}: batch and concurrency must be whole numbers.") from None
-    if b < 1 or c < 1:
-        raise UsageError(f"--embed-url {raw!r}: batch and concurrency must be at least 1.")
-    path = parts.path.rstrip("/")
-    if path.endswith("/embed"):
-        kind = "tei"
-    elif path.endswith("/embeddings"):
-        kind = "openai"
-    elif path:
-        kind = api
-    else:
-        kind = "auto"  # a bare server: the route is found by the probe, api narrows it
-    if api != "auto" and kind not in ("auto", api):
-        raise UsageError(f"--embed-url {raw!r} is a {kind} route but --embed-api says {api}.")
-    url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
-    return Endpoint(url, kind if kind != "auto" else ("auto" if api == "auto" else api),
-                    b, c, limit=c)
+JSON_BODY = {"Content-Type": "application/json"}
 
 
 def expected_dimension(spec: ModelSpec) -> int | None:
@@ -266,8 +134,9 @@ class RemoteEmbedder:
     _closed: bool = False
     _closing: threading.Event = field(default_factory=threading.Event, repr=False)
     _tasks: threading.BoundedSemaphore = field(default_factory=threading.BoundedSemaphore,
-                                               repr=False)  # batches out, at most the pool's threads
+                                               repr=False)  # batches out: in threads or queued
     _last_answer: float = 0.0  # when any endpoint last answered a batch: the retry budget's start
+    _first_sent: float = 0.0  # when the first batch went out (the probes' answers excluded)
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -284,7 +153,9 @@ class RemoteEmbedder:
             limits=httpx.Limits(max_connections=total + len(self.endpoints),
                                 max_keepalive_connections=total + len(self.endpoints)))
         self._pool = ThreadPoolExecutor(max_workers=max(1, total), thread_name_prefix="alexandria-embed")
-        self._tasks = threading.BoundedSemaphore(max(1, total))
+        # One batch queued per thread: a thread whose answer came back starts the next batch
+        # itself, without waiting for the feeder's thread to get the GIL and hand one over.
+        self._tasks = threading.BoundedSemaphore(2 * max(1, total))
         want = expected_dimension(self.spec)
         dims: dict[str, int] = {}
         for e in self.endpoints:
@@ -313,19 +184,31 @@ class RemoteEmbedder:
                     continue
                 candidate = Endpoint(base + route, api)
                 try:
-                    vectors = self._request(candidate, [PROBE_TEXT])
+                    vectors = self._first_answer(candidate)
                 except EndpointError as err:
                     tried.append(f"{route}: {err}")
                     continue
                 e.url, e.api, e.served_model = candidate.url, api, candidate.served_model
+                e.encoding = candidate.encoding
                 return vectors[0]
             raise UsageError(f"The embedding server {e.name} answered no embedding route ("
                              + "; ".join(tried) + ").")
         try:
-            return self._request(e, [PROBE_TEXT])[0]
+            return self._first_answer(e)[0]
         except EndpointError as err:
             raise UsageError(f"The embedding server {e.name} did not answer a test text: {err}.") \
                 from None
+
+    def _first_answer(self, e: Endpoint) -> np.ndarray:
+        """The probe's answer; an OpenAI route that refuses base64 vectors is asked for lists of
+        numbers from then on."""
+        try:
+            return self._request(e, [PROBE_TEXT])
+        except EndpointError as err:
+            if e.api != "openai" or e.encoding == "float" or err.transient:
+                raise
+        e.encoding = "float"
+        return self._request(e, [PROBE_TEXT])
 
     def close(self) -> None:
         with self._cond:
@@ -347,9 +230,10 @@ class RemoteEmbedder:
             body: dict = {"inputs": texts, "normalize": True, "truncate": True}
         else:
             body = {"input": texts, "model": e.served_model or self.spec.source,
-                    "encoding_format": "float"}
+                    "encoding_format": e.encoding}
         try:
-            response = self._client.post(e.url, json=body)  # type: ignore[attr-defined]
+            response = self._client.post(  # type: ignore[attr-defined]
+                e.url, content=orjson.dumps(body), headers=JSON_BODY)
         except httpx.TimeoutException:
             raise EndpointError(f"no answer within {self.timeout_s:g} s", True, True) from None
         except httpx.TransportError as err:
@@ -362,14 +246,13 @@ class RemoteEmbedder:
         try:
             data = orjson.loads(response.content)
             if e.api == "tei":
-                rows = data
+                vectors = np.asarray(data, dtype=np.float32)
             else:
                 items = sorted(data["data"], key=lambda d: d.get("index", 0))
-                rows = [d["embedding"] for d in items]
+                vectors = answer_rows(d["embedding"] for d in items)
                 if e.served_model is None and isinstance(data.get("model"), str):
                     e.served_model = data["model"]
-            vectors = np.asarray(rows, dtype=np.float32)
-        except (ValueError, KeyError, TypeError) as err:  # orjson.JSONDecodeError is a ValueError
+        except (ValueError, KeyError, TypeError) as err:  # orjson's and base64's are ValueErrors
             raise EndpointError(f"an answer that is not embeddings ({type(err).__name__})", False) \
                 from None
         if vectors.ndim != 2 or vectors.shape[0] != len(texts):
@@ -414,8 +297,9 @@ class RemoteEmbedder:
         return self.encode_texts([self.spec.query_text(query)])[0].tolist()
 
     def _room(self, should_stop: Callable[[], bool] | None) -> bool:
-        """Wait until fewer batches are out than the pool has threads: a batch waiting in the
-        pool's queue holds nothing, so a batch being retried always finds a slot."""
+        """Wait until fewer batches are out (in the pool's threads or queued for them) than twice
+        its threads: a batch waiting in the queue holds no slot, so a batch being retried always
+        finds one."""
         while not self._closed:
             if self._tasks.acquire(timeout=0.05):
                 return True
@@ -451,7 +335,9 @@ class RemoteEmbedder:
                 elif free and not any(x.up(now) for x in self.endpoints):
                     e = min(free, key=lambda x: x.down_until)
                 if e is not None:
-                    e.in_flight += 1
+                    e.count(+1, now)
+                    if not self._first_sent:
+                        self._first_sent = now
                     return e
                 self._cond.wait(0.05)
                 if should_stop is not None and should_stop():
@@ -469,9 +355,8 @@ class RemoteEmbedder:
                 e = self._take_slot(None)
                 if e is None:  # closed
                     raise RunFailure("the embedding servers were closed")
-            started = time.monotonic()
             try:
-                vectors = self._request(e, texts)
+                vectors = self._request_in(e, texts)
             except EndpointError as err:
                 self._failed(e, err)
                 if self._closed:  # the run is over (failed or stopped): nobody waits for this batch
@@ -494,8 +379,22 @@ class RemoteEmbedder:
                 self._closing.wait(pause)  # close() cuts the backoff short
                 wait = min(wait * 2, BACKOFF_S[1])
                 continue
-            self._succeeded(e, len(texts), sum(map(len, texts)), time.monotonic() - started)
+            with self._cond:
+                e.count(-1, time.monotonic())
+                self._cond.notify_all()
             return vectors
+
+    def _request_in(self, e: Endpoint, texts: list[str]) -> np.ndarray:
+        """The batch from e, in requests of at most e's batch size (it was cut for the endpoint
+        that looked least loaded when it was queued, and TEI refuses more inputs than its
+        limit), each answer counted and timed on its own."""
+        pieces = []
+        for i in range(0, len(texts), e.batch):
+            piece = texts[i:i + e.batch]
+            started = time.monotonic()
+            pieces.append(self._request(e, piece))
+            self._answered(e, len(piece), sum(map(len, piece)), time.monotonic() - started)
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def _any_up_locked(self) -> bool:
         now = time.monotonic()
@@ -503,7 +402,7 @@ class RemoteEmbedder:
 
     def _failed(self, e: Endpoint, err: EndpointError) -> None:
         with self._cond:
-            e.in_flight -= 1
+            e.count(-1, time.monotonic())
             e.last_error = str(err)
             e.failures += 1
             e.successes = 0
@@ -516,10 +415,11 @@ class RemoteEmbedder:
                             "others go on", e.name, COOLDOWN_S, e.failures, err)
             self._cond.notify_all()
 
-    def _succeeded(self, e: Endpoint, rows: int, chars: int, seconds: float) -> None:
+    def _answered(self, e: Endpoint, rows: int, chars: int, seconds: float) -> None:
+        """One request answered right: counted, and timed against the usual (its slot is still
+        taken; the caller frees it)."""
         with self._cond:
             self._last_answer = time.monotonic()
-            e.in_flight -= 1
             if e.failures >= DOWN_AFTER:
                 log.info("embedding server %s is back", e.name)
             e.failures = 0
@@ -551,11 +451,22 @@ class RemoteEmbedder:
         least this big, or the servers would wait between groups."""
         return sum(e.batch * e.concurrency for e in self.endpoints)
 
-    def stats(self) -> dict[str, dict[str, int]]:
-        """Requests and rows per endpoint so far (the report and the tests read it)."""
+    def stats(self) -> dict[str, dict[str, float]]:
+        """Per endpoint so far (the report, the bench and the tests read it): requests, rows and
+        the concurrency now; and, from the first batch sent to the last answer, the requests it
+        had in flight on average and the share of that time it had any: whether the run kept it
+        fed."""
         with self._cond:
-            return {e.name: {"requests": e.requests, "rows": e.rows, "concurrency": e.limit}
-                    for e in self.endpoints}
+            span = self._last_answer - self._first_sent if self._first_sent else 0.0
+            out: dict[str, dict[str, float]] = {}
+            for e in self.endpoints:
+                row: dict[str, float] = {"requests": e.requests, "rows": e.rows,
+                                         "concurrency": e.limit}
+                if span > 0:
+                    row["mean_in_flight"] = round(e.load_s / span, 3)
+                    row["busy_share"] = round(min(1.0, e.busy_s / span), 4)
+                out[e.name] = row
+            return out
 
 
 def connect(spec: ModelSpec, urls: Sequence[str] | str, api: str = "auto", api_key: str | None = None,

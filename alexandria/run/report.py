@@ -49,7 +49,7 @@ class RunReport:
     # an embedded store's index builds during the run (stages_s "index_during"), before its end's
     index_builds: int = 0
     # --embed-url runs: requests, texts and concurrency at the end, per embedding server
-    endpoints: dict[str, dict[str, int]] = field(default_factory=dict)
+    endpoints: dict[str, dict[str, float]] = field(default_factory=dict)
     books: list[dict[str, Any]] = field(default_factory=list)
 
     @property

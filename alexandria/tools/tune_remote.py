@@ -12,8 +12,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from alexandria.embedding.endpoints import Latency, settings_url
 from alexandria.embedding.models import resolve_model
-from alexandria.embedding.remote import Latency, RemoteEmbedder, connect, settings_url
+from alexandria.embedding.remote import RemoteEmbedder, connect
 from alexandria.errors import RunFailure, UsageError
 
 BATCHES = (8, 16, 32, 64)

@@ -10,8 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from alexandria.embedding.endpoints import parse_endpoints
 from alexandria.embedding.models import resolve_model
-from alexandria.embedding.remote import connect, expected_dimension, parse_endpoints
+from alexandria.embedding.remote import connect, expected_dimension
 from alexandria.errors import RunFailure, UsageError
 from tests.embedding.tiny_server import Behaviour, TinyServer
 
@@ -124,8 +125,88 @@ def test_batches_of_long_texts_and_one_late_answer_are_no_slowdown():
             remote.close()
 
 
+def test_a_batch_cut_for_a_bigger_endpoint_goes_to_a_smaller_one_in_requests_it_accepts():
+    """Batches are cut for the endpoint that looks least loaded when they are queued; one that
+    runs on another endpoint with a smaller limit (TEI refuses more inputs than its own) is sent
+    there in pieces of that endpoint's size."""
+    big, small = Behaviour(base_delay_s=0.05), Behaviour(max_inputs=2)
+    with TinyServer(big) as a, TinyServer(small) as b:
+        urls = [a.url + "/v1/embeddings#batch=8&concurrency=1",
+                b.url + "/v1/embeddings#batch=2&concurrency=2"]
+        remote = connect(MINILM, urls)
+        try:
+            texts = [f"text {i}" for i in range(64)]
+            vectors = remote.encode_texts(texts)
+            assert vectors.shape == (64, 384)
+            stats = remote.stats()
+            small_stats = stats[b.url + "/v1/embeddings"]
+            assert 0 < small_stats["rows"] <= 2 * small_stats["requests"]  # each request counted
+            assert small.largest == 2 and big.largest == 8
+        finally:
+            remote.close()
+        alone = connect(MINILM, [a.url + "/v1/embeddings"])
+        try:  # each text's own vector, in order
+            np.testing.assert_allclose(vectors, alone.encode_texts(texts), atol=1e-6)
+        finally:
+            alone.close()
+
+
+@pytest.mark.parametrize("server", ["yes", "refuse", "ignore"])
+def test_vectors_come_as_base64_where_the_server_can_and_as_numbers_where_it_cannot(server):
+    """base64 float32 saves parsing a JSON number per element (under the run's GIL); a server
+    that refuses it is asked for numbers after the probe, one that ignores it is read as sent."""
+    from tests.embedding.tiny_server import vector
+
+    behaviour = Behaviour(base64=server)
+    with TinyServer(behaviour) as tiny:
+        remote = connect(MINILM, [tiny.url + "/v1/embeddings"], batch=4)
+        try:
+            texts = [f"text {i}" for i in range(10)]
+            got = remote.encode_texts(texts)
+        finally:
+            remote.close()
+    want = np.array([vector(t, 384) for t in texts], dtype=np.float32)
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    asked = behaviour.encodings
+    if server == "refuse":  # the probe asked once for base64, everything after for numbers
+        assert asked[0] == "base64" and set(asked[1:]) == {"float"}
+    else:
+        assert set(asked) == {"base64"}
+
+
+def test_an_endpoints_time_in_flight_is_counted_while_requests_are_out():
+    from alexandria.embedding.endpoints import Endpoint
+
+    e = Endpoint("http://a:1/embed", "tei")
+    e.count(+1, 10.0)  # one request from 10 s
+    e.count(+1, 11.0)  # two from 11 s
+    e.count(-1, 13.0)  # one from 13 s
+    e.count(-1, 14.0)  # none from 14 s
+    e.count(+1, 20.0)
+    e.count(-1, 21.0)
+    assert e.in_flight == 0
+    assert e.load_s == pytest.approx(1 + 2 * 2 + 1 + 1)
+    assert e.busy_s == pytest.approx(5.0)
+
+
+def test_the_stats_say_how_full_the_endpoint_was_kept():
+    behaviour = Behaviour(base_delay_s=0.02)
+    with TinyServer(behaviour) as server:
+        url = server.url + "/v1/embeddings"
+        remote = connect(MINILM, [url], batch=2, concurrency=3)
+        try:
+            assert "mean_in_flight" not in remote.stats()[url]  # nothing sent yet: no span
+            remote.encode_texts([f"t {i}" for i in range(60)])  # 30 requests, three at a time
+            stats = remote.stats()[url]
+            assert 2.0 < stats["mean_in_flight"] <= 3.0
+            assert 0.9 < stats["busy_share"] <= 1.0
+        finally:
+            remote.close()
+
+
 def test_the_usual_time_of_an_answer_is_fitted_to_its_size():
-    from alexandria.embedding.remote import Latency
+    from alexandria.embedding.endpoints import Latency
 
     lat = Latency()
     for chars in (100, 4000, 200, 8000, 100, 4000) * 3:

@@ -1,10 +1,12 @@
 """A real HTTP server on loopback, written with the standard library, for the faults a real
 embedding server cannot be made to show on cue: vectors of another dimension, a wrong number of
-vectors, 429s. Every right answer elsewhere comes from real infinity servers
-(tests/run/test_remote_ingest.py); this one only answers the OpenAI-compatible route."""
+vectors, 429s, a limit on the texts of one request. Every right answer elsewhere comes from real
+infinity servers (tests/run/test_remote_ingest.py); this one only answers the OpenAI-compatible
+route."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -29,13 +31,22 @@ class Behaviour:
     delay_per_char_s: float = 0.0
     late_every: int | None = None
     late_s: float = 0.0
+    max_inputs: int | None = None  # more texts in one request: 413, as TEI's client batch limit
+    base64: str = "yes"  # "yes": as asked; "refuse": 422 for encoding_format base64; "ignore": floats
+    encodings: list = field(default_factory=list)  # each request's encoding_format
     seen_auth: list = field(default_factory=list)
     requests: int = 0
+    largest: int = 0  # the most texts one request held
 
 
 def vector(text: str, dimension: int) -> list[float]:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     return np.random.default_rng(seed).standard_normal(dimension).astype(float).tolist()
+
+
+def encoded(row: list[float], as_base64: bool) -> list[float] | str:
+    """A vector as OpenAI sends it: numbers, or base64 of little-endian float32."""
+    return base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode() if as_base64 else row
 
 
 class TinyServer:
@@ -58,13 +69,22 @@ class TinyServer:
                 if n <= b.busy_first:
                     return self._send(429, {"error": "busy"})
                 texts = body["input"]
+                encoding = body.get("encoding_format", "float")
+                with lock:
+                    b.largest = max(b.largest, len(texts))
+                    b.encodings.append(encoding)
+                if encoding == "base64" and b.base64 == "refuse":
+                    return self._send(422, {"detail": "encoding_format: Input should be 'float'"})
+                if b.max_inputs is not None and len(texts) > b.max_inputs:
+                    return self._send(413, {"error": f"batch size {len(texts)} > {b.max_inputs}"})
                 if b.slow_after is not None and n > b.slow_after:
                     time.sleep(b.delay_s)
                 time.sleep(b.base_delay_s + b.delay_per_char_s * sum(map(len, texts))
                            + (b.late_s if b.late_every and n % b.late_every == 0 else 0.0))
                 extra = b.extra_vectors if b.after_ok is None or n > b.after_ok else 0
-                data = [{"index": i, "embedding": vector(t, b.dimension), "object": "embedding"}
-                        for i, t in enumerate(texts + texts[:1] * extra)]
+                as_base64 = encoding == "base64" and b.base64 == "yes"
+                data = [{"index": i, "embedding": encoded(vector(t, b.dimension), as_base64),
+                         "object": "embedding"} for i, t in enumerate(texts + texts[:1] * extra)]
                 self._send(200, {"data": data, "model": body.get("model"), "object": "list"})
 
             def _send(self, status: int, payload: dict) -> None:

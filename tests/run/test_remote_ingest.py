@@ -309,7 +309,12 @@ def test_bench_with_embed_url_compares_real_runs_with_the_servers_alone_over_one
         assert row["before_index_tokens_per_s"] == round(before_index)
         assert row["before_index_tokens_per_s"] >= row["end_to_end_tokens_per_s"]
         assert row["index_s"] == round(run["stages_s"]["index"], 2)
+        # how full the servers were kept, in the run and alone: at most their slots
+        slots = 4 + (2 if row is result["by_servers"]["2"] else 0)
+        assert 0 < row["in_flight"] <= slots and 0 < row["in_flight_alone"] <= slots
+        assert set(run["endpoints_alone"]) == set(run["endpoints"])
     assert "servers alone" in proc.stdout and "end to end" in proc.stdout
+    assert "in flight" in proc.stdout
     assert "before index" in proc.stdout
     assert_key_never_shown(proc.stdout, proc.stderr, folders=(tmp_path,))
 

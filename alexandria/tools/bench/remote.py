@@ -46,8 +46,9 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
                      progress: Callable[[str], None] = lambda m: None,
                      on_repeat: Callable[[dict[str, Any]], None] | None = None,
                      qdrant_url: str | None = None) -> dict[str, Any]:
+    from alexandria.embedding.endpoints import parse_endpoints
     from alexandria.embedding.models import resolve_model
-    from alexandria.embedding.remote import connect, parse_endpoints
+    from alexandria.embedding.remote import connect
     from alexandria.tools.tune_remote import sample_texts
 
     books = corpus_books(corpus)
@@ -81,7 +82,8 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
         result: dict[str, Any] = {}
         for r in range(repeats):
             for n in (counts if r % 2 == 0 else counts[::-1]):
-                alone = _servers_alone(spec, endpoints[:n], api, api_key, timeout_s, texts, total)
+                alone, alone_stats = _servers_alone(spec, endpoints[:n], api, api_key, timeout_s,
+                                                    texts, total)
                 report = _ingest(library, work / f"run-{n}", spec.name, endpoints[:n], api, timeout_s,
                                  qdrant_url, _collection(n))
                 row = {"servers_alone_tokens_per_s": alone,
@@ -92,7 +94,8 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
                        "before_index_tokens_per_s": report["tokens"] / max(
                            1e-9, report["elapsed_s"] - report["stages_s"].get("index", 0.0)),
                        "elapsed_s": report["elapsed_s"], "stages_s": report["stages_s"],
-                       "tokens": report["tokens"], "endpoints": report.get("endpoints")}
+                       "tokens": report["tokens"], "endpoints": report.get("endpoints"),
+                       "endpoints_alone": alone_stats}
                 runs[n].append(row)
                 progress(f"  repeat {r + 1}/{repeats}, {n} server(s): alone {alone:,.0f} tok/s, "
                          f"end to end {row['end_to_end_tokens_per_s']:,.0f} tok/s "
@@ -108,15 +111,20 @@ def run_remote_bench(corpus: Path, model: str, urls: list[str], api: str = "auto
 
 
 def _servers_alone(spec, urls: list[str], api: str, api_key: str | None, timeout_s: float,
-                   texts: list[str], tokens: int) -> float:
+                   texts: list[str], tokens: int) -> tuple[float, dict[str, Any]]:
+    """The servers' tokens/s on the texts, and the client's endpoint stats of that pass alone."""
     from alexandria.embedding.remote import connect
 
+    warm = connect(spec, urls, api, api_key, timeout_s)
+    try:
+        warm.encode_texts(texts[: max(1, len(texts) // 20)])  # the servers' shapes, their caches
+    finally:
+        warm.close()
     remote = connect(spec, urls, api, api_key, timeout_s)
     try:
-        remote.encode_texts(texts[: max(1, len(texts) // 20)])  # warm: connections, the servers' shapes
         started = time.perf_counter()
         remote.encode_texts(texts)
-        return tokens / (time.perf_counter() - started)
+        return tokens / (time.perf_counter() - started), remote.stats()
     finally:
         remote.close()
 
@@ -186,7 +194,7 @@ def _drop(url: str, collection: str) -> None:
 
 def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, chunks: int,
              runs: dict[int, list[dict[str, Any]]], store: str = "embedded") -> dict[str, Any]:
-    from alexandria.embedding.remote import Endpoint
+    from alexandria.embedding.endpoints import Endpoint
 
     def med(rows: list[dict[str, Any]], key: str) -> float:
         return statistics.median(x[key] for x in rows)
@@ -214,6 +222,11 @@ def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, 
                 x["stages_s"].get("index_during", 0.0) for x in rows), 2),
             "elapsed_s": round(med(rows, "elapsed_s"), 2),
             "startup_s": round(statistics.median(x["stages_s"].get("startup", 0.0) for x in rows), 2),
+            # requests the servers had in flight on average, in the run and alone: whether the
+            # pipeline kept them as full as the client alone does
+            "in_flight": round(statistics.median(_in_flight(x.get("endpoints")) for x in rows), 2),
+            "in_flight_alone": round(statistics.median(
+                _in_flight(x.get("endpoints_alone")) for x in rows), 2),
             "runs": rows}
     out: dict[str, Any] = {
         "model": model, "servers": [Endpoint(u, "auto").name for u in urls], "store": store,
@@ -229,6 +242,11 @@ def _summary(model: str, urls: list[str], books: int, copies: int, tokens: int, 
     return out
 
 
+def _in_flight(stats: dict[str, dict[str, float]] | None) -> float:
+    """Requests in flight on average, over all the endpoints of one pass (0: not recorded)."""
+    return sum(e.get("mean_in_flight", 0.0) for e in (stats or {}).values())
+
+
 def render_remote(r: dict[str, Any]) -> str:
     lines = [f"alexandria bench --embed-url: {r['model']} on {', '.join(r['servers'])}, "
              f"into the {r.get('store', 'embedded')} store",
@@ -236,13 +254,14 @@ def render_remote(r: dict[str, Any]) -> str:
              f"{r['chunks_per_run']:,} chunks a run; median of {r['repeats']}",
              f"  {'servers':>7} {'alone tok/s':>12} {'end to end':>12} {'ratio':>6} "
              f"{'embedding stage':>16} {'ratio':>6} {'before index':>13} {'ratio':>6} "
-             f"{'start-up s':>10} {'index s':>8} {'during s':>8}"]
+             f"{'start-up s':>10} {'index s':>8} {'during s':>8} {'in flight':>9} {'alone':>6}"]
     for n, x in r["by_servers"].items():
         lines.append(f"  {n:>7} {x['servers_alone_tokens_per_s']:>12,} {x['end_to_end_tokens_per_s']:>12,} "
                      f"{x['ratio']:>6.3f} {x['while_embedding_tokens_per_s']:>16,} "
                      f"{x['ratio_while_embedding']:>6.3f} {x['before_index_tokens_per_s']:>13,} "
                      f"{x['ratio_before_index']:>6.3f} {x['startup_s']:>10.2f} {x['index_s']:>8.2f} "
-                     f"{x['index_during_s']:>8.2f}")
+                     f"{x['index_during_s']:>8.2f} {x.get('in_flight', 0.0):>9.2f} "
+                     f"{x.get('in_flight_alone', 0.0):>6.2f}")
     if "scaling_end_to_end" in r:
         lines.append(f"  scaling over {len(r['servers'])} servers: end to end "
                      f"{r['scaling_end_to_end']:.2f}x, servers alone {r['scaling_servers_alone']:.2f}x")
