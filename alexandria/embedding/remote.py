@@ -99,18 +99,27 @@ def expected_dimension(spec: ModelSpec) -> int | None:
 
 
 class PendingRemote:
-    """A group's batches on the servers; result() waits for them, in input order."""
+    """A group's batches on the servers; result() waits for them, in input order. A batch may
+    hold the last rows of one group and the first of the next: each group reads its own slice."""
 
-    def __init__(self, n: int, dimension: int, batches: list[tuple[list[int], Future]]) -> None:
-        self.n, self.dimension, self.batches = n, dimension, batches
+    def __init__(self, n: int, dimension: int) -> None:
+        self.n, self.dimension = n, dimension
+        self.batches: list[tuple[list[int], Future, int]] = []  # rows, batch, first row in it
+        self.sent = 0  # rows out so far: all of them once no tail is held back
+
+    def add(self, rows: list[int], future: Future, offset: int) -> None:
+        self.batches.append((rows, future, offset))
+        self.sent += len(rows)
 
     def done(self) -> bool:
-        return all(f.done() for _, f in self.batches)
+        return self.sent == self.n and all(f.done() for _, f, _ in self.batches)
 
     def result(self) -> np.ndarray:
+        if self.sent != self.n:
+            raise RuntimeError("a tail of this group is held back: flush() first")
         out = np.empty((self.n, self.dimension), dtype=np.float32)
-        for rows, future in self.batches:
-            out[rows] = future.result()
+        for rows, future, offset in self.batches:
+            out[rows] = future.result()[offset:offset + len(rows)]
         return out
 
 
@@ -137,6 +146,8 @@ class RemoteEmbedder:
                                                repr=False)  # batches out: in threads or queued
     _last_answer: float = 0.0  # when any endpoint last answered a batch: the retry budget's start
     _first_sent: float = 0.0  # when the first batch went out (the probes' answers excluded)
+    # rows submit_texts held back for the next group's first batch: (its group, row, text)
+    _held: list[tuple[PendingRemote, int, str]] = field(default_factory=list, repr=False)
 
     # --- set-up -------------------------------------------------------------------------------
 
@@ -269,24 +280,54 @@ class RemoteEmbedder:
 
     # --- the run's side -----------------------------------------------------------------------
 
-    def submit_texts(self, texts: list[str], should_stop: Callable[[], bool] | None = None
-                     ) -> PendingRemote | None:
+    def submit_texts(self, texts: list[str], should_stop: Callable[[], bool] | None = None,
+                     hold_tail: bool = False) -> PendingRemote | None:
         """Hand the texts out in batches as the pool has room; return once all are out (None if
         stopped first). Each batch is cut to the size of the endpoint it will most likely go to
-        (the least-loaded one that is up); the endpoint itself is taken when the batch runs."""
-        n = len(texts)
-        batches: list[tuple[list[int], Future]] = []
+        (the least-loaded one that is up); the endpoint itself is taken when the batch runs.
+
+        hold_tail: a last batch that would go out part-full is held back, to go out with the
+        first texts of the next call (or at flush()): a server takes about as long for a
+        part-full request as for a full one, and a run's groups each ended in one. The run's
+        feeder thread alone calls this and flush()."""
+        pending = PendingRemote(len(texts), self.dimension)
+        todo = self._held + [(pending, i, t) for i, t in enumerate(texts)]
+        self._held = []
         pos = 0
-        while pos < n:
-            if should_stop is not None and should_stop():
+        while pos < len(todo):
+            size = self._next_endpoint().batch
+            if hold_tail and len(todo) - pos < size:
+                self._held = todo[pos:]
+                break
+            if (should_stop is not None and should_stop()) or not self._room(should_stop):
+                # stopped: the rows of the groups before this one still go out, their caller
+                # waits for them; this group's do not
+                rest = [x for x in todo[pos:] if x[0] is not pending]
+                for i in range(0, len(rest), size):
+                    if self._room(None):
+                        self._send(rest[i:i + size])
                 return None
-            if not self._room(should_stop):
-                return None
-            rows = list(range(pos, min(n, pos + self._next_endpoint().batch)))
-            pos = rows[-1] + 1
-            assert self._pool is not None
-            batches.append((rows, self._pool.submit(self._run_batch, [texts[i] for i in rows])))
-        return PendingRemote(n, self.dimension, batches)
+            self._send(todo[pos:pos + size])
+            pos += size
+        return pending
+
+    def flush(self) -> None:
+        """Send the tail submit_texts held back, part-full: no more texts are coming soon."""
+        held, self._held = self._held, []
+        if held and self._room(None):
+            self._send(held)
+
+    def _send(self, items: list[tuple[PendingRemote, int, str]]) -> None:
+        """One batch to the pool (its room taken): its answer serves each group it holds rows of."""
+        assert self._pool is not None
+        future = self._pool.submit(self._run_batch, [text for _, _, text in items])
+        start = 0
+        while start < len(items):
+            owner, end = items[start][0], start
+            while end < len(items) and items[end][0] is owner:
+                end += 1
+            owner.add([row for _, row, _ in items[start:end]], future, start)
+            start = end
 
     def encode_texts(self, texts: list[str]) -> np.ndarray:
         pending = self.submit_texts(texts)

@@ -65,15 +65,19 @@ class Feeder(threading.Thread):
                 try:
                     item = self.inbox.get(timeout=POLL_S if pending else None)
                 except queue.Empty:
-                    if pending is not None and pending[1].done():
-                        self._finish(*pending)
-                        pending = None
+                    if pending is not None:
+                        self._flush()  # the next group is late: its tail goes out part-full
+                        if pending[1].done():
+                            self._finish(*pending)
+                            pending = None
                     continue
                 if item is None:
                     break
                 started = time.perf_counter()
                 if item.texts is not None:  # an embedding server: it reads texts, not token ids
-                    vectors = self.embedder.submit_texts(item.texts, should_stop=self.should_stop)
+                    # a part-full last batch waits for the next group's first texts
+                    vectors = self.embedder.submit_texts(item.texts, should_stop=self.should_stop,
+                                                         hold_tail=True)
                 else:
                     vectors = self.embedder.submit_ids(item.ids, self.token_budget, self.max_batch,
                                                        should_stop=self.should_stop)
@@ -86,6 +90,7 @@ class Feeder(threading.Thread):
                 else:
                     pending = (item, vectors, started)
             if pending is not None:
+                self._flush()
                 self._finish(*pending)
         except BaseException as e:  # the run's failure: put() raises it, `done` wakes the points thread
             self.error = e
@@ -93,6 +98,11 @@ class Feeder(threading.Thread):
             self.done.put(Embedded(Group([], [], 0), None, error=e))
             while self.inbox.get() is not None:  # let close() and put() return
                 pass
+
+    def _flush(self) -> None:
+        flush = getattr(self.embedder, "flush", None)  # servers hold a part-full batch back
+        if flush is not None:
+            flush()
 
     def _finish(self, group: Group, pending: Any, started: float) -> None:
         vectors = pending.result()

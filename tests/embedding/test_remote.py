@@ -14,7 +14,7 @@ from alexandria.embedding.endpoints import parse_endpoints
 from alexandria.embedding.models import resolve_model
 from alexandria.embedding.remote import connect, expected_dimension
 from alexandria.errors import RunFailure, UsageError
-from tests.embedding.tiny_server import Behaviour, TinyServer
+from tests.embedding.tiny_server import Behaviour, TinyServer, own_vectors
 
 MINILM = resolve_model("minilm")
 
@@ -155,8 +155,6 @@ def test_a_batch_cut_for_a_bigger_endpoint_goes_to_a_smaller_one_in_requests_it_
 def test_vectors_come_as_base64_where_the_server_can_and_as_numbers_where_it_cannot(server):
     """base64 float32 saves parsing a JSON number per element (under the run's GIL); a server
     that refuses it is asked for numbers after the probe, one that ignores it is read as sent."""
-    from tests.embedding.tiny_server import vector
-
     behaviour = Behaviour(base64=server)
     with TinyServer(behaviour) as tiny:
         remote = connect(MINILM, [tiny.url + "/v1/embeddings"], batch=4)
@@ -165,14 +163,46 @@ def test_vectors_come_as_base64_where_the_server_can_and_as_numbers_where_it_can
             got = remote.encode_texts(texts)
         finally:
             remote.close()
-    want = np.array([vector(t, 384) for t in texts], dtype=np.float32)
-    want /= np.linalg.norm(want, axis=1, keepdims=True)
-    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(got, own_vectors(texts), atol=1e-6)
     asked = behaviour.encodings
     if server == "refuse":  # the probe asked once for base64, everything after for numbers
         assert asked[0] == "base64" and set(asked[1:]) == {"float"}
     else:
         assert set(asked) == {"base64"}
+
+
+def test_a_groups_part_full_last_batch_goes_out_with_the_next_groups_first_texts():
+    behaviour = Behaviour()
+    with TinyServer(behaviour) as server:
+        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=8, concurrency=2)
+        try:
+            first, second = [f"a {i}" for i in range(20)], [f"b {i}" for i in range(10)]
+            probe = behaviour.requests
+            one = remote.submit_texts(first, hold_tail=True)  # 8 + 8 out, 4 held
+            assert one.sent == 16 and not one.done()
+            two = remote.submit_texts(second, hold_tail=True)  # 4 + 4 out, 6 held
+            assert one.sent == 20 and two.sent == 4
+            with pytest.raises(RuntimeError, match="flush"):
+                two.result()
+            remote.flush()
+            np.testing.assert_allclose(one.result(), own_vectors(first), atol=1e-6)
+            np.testing.assert_allclose(two.result(), own_vectors(second), atol=1e-6)
+            assert behaviour.requests - probe == 4  # 30 texts in batches of 8: 8, 8, 8, 6
+        finally:
+            remote.close()
+
+
+def test_a_stop_still_sends_the_rows_held_back_for_the_group_before():
+    behaviour = Behaviour()
+    with TinyServer(behaviour) as server:
+        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=8, concurrency=2)
+        try:
+            first = [f"a {i}" for i in range(12)]
+            one = remote.submit_texts(first, hold_tail=True)
+            assert remote.submit_texts(["b"] * 30, lambda: True, hold_tail=True) is None
+            np.testing.assert_allclose(one.result(), own_vectors(first), atol=1e-6)
+        finally:
+            remote.close()
 
 
 def test_an_endpoints_time_in_flight_is_counted_while_requests_are_out():

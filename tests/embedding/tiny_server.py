@@ -44,6 +44,12 @@ def vector(text: str, dimension: int) -> list[float]:
     return np.random.default_rng(seed).standard_normal(dimension).astype(float).tolist()
 
 
+def own_vectors(texts: list[str], dimension: int = 384) -> np.ndarray:
+    """What the server answers for each text, normalised as the client returns it."""
+    rows = np.array([vector(t, dimension) for t in texts], dtype=np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
 def encoded(row: list[float], as_base64: bool) -> list[float] | str:
     """A vector as OpenAI sends it: numbers, or base64 of little-endian float32."""
     return base64.b64encode(np.asarray(row, dtype="<f4").tobytes()).decode() if as_base64 else row
