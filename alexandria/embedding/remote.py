@@ -296,7 +296,8 @@ class RemoteEmbedder:
         pos = 0
         while pos < len(todo):
             size = self._next_endpoint().batch
-            if hold_tail and len(todo) - pos < size:
+            # a tail waits for one next group at most: its caller waits for it after this call
+            if hold_tail and len(todo) - pos < size and todo[pos][0] is pending:
                 self._held = todo[pos:]
                 break
             if (should_stop is not None and should_stop()) or not self._room(should_stop):
@@ -450,7 +451,7 @@ class RemoteEmbedder:
             if err.slow_down and e.limit > 1:
                 e.limit -= 1
                 log.info("embedding server %s: %s, concurrency lowered to %d", e.name, err, e.limit)
-            if e.failures >= DOWN_AFTER and e.up(time.monotonic()):
+            if e.failures >= DOWN_AFTER and e.up(time.monotonic()) and not self._closed:
                 e.down_until = time.monotonic() + COOLDOWN_S
                 log.warning("embedding server %s taken out for %g s after %d failures (%s); the "
                             "others go on", e.name, COOLDOWN_S, e.failures, err)

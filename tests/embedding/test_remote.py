@@ -192,6 +192,21 @@ def test_a_groups_part_full_last_batch_goes_out_with_the_next_groups_first_texts
             remote.close()
 
 
+def test_a_tail_waits_for_one_next_group_only_even_when_both_make_less_than_a_batch():
+    behaviour = Behaviour()
+    with TinyServer(behaviour) as server:
+        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=8, concurrency=2)
+        try:
+            one = remote.submit_texts(["a 1", "a 2", "a 3"], hold_tail=True)  # all three held
+            assert one.sent == 0
+            two = remote.submit_texts(["b 1", "b 2"], hold_tail=True)  # 5: out together, part-full
+            assert one.sent == 3 and two.sent == 2
+            np.testing.assert_allclose(one.result(), own_vectors(["a 1", "a 2", "a 3"]), atol=1e-6)
+            np.testing.assert_allclose(two.result(), own_vectors(["b 1", "b 2"]), atol=1e-6)
+        finally:
+            remote.close()
+
+
 def test_a_stop_still_sends_the_rows_held_back_for_the_group_before():
     behaviour = Behaviour()
     with TinyServer(behaviour) as server:

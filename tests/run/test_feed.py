@@ -107,7 +107,7 @@ def test_groups_sent_to_a_server_each_get_their_own_rows_though_batches_cross_th
         try:
             feeder.start()
             groups = []
-            for g, n in enumerate([13, 5, 8, 21, 1, 3]):
+            for g, n in enumerate([13, 1, 1, 5, 8, 21, 1, 3]):  # tails shorter than a batch too
                 texts = [f"group {g} text {i}" for i in range(n)]
                 groups.append(Group([f"g{g}"], [], n, texts))
                 feeder.put(groups[-1])
