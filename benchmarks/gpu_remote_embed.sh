@@ -7,6 +7,9 @@
 #
 #   OUT=/some/dir bash benchmarks/gpu_remote_embed.sh BOOKS [TOKENS] [REPEATS]
 #
+# BOOKS as in docs/performance.md's latest tables: the corpus's 11 smallest books,
+#   mkdir -p .bench/small && cp $(ls -S ../shared/corpus/epubs/books/*.epub | tail -11) .bench/small/
+#
 # COMPARE="name:VAR=value[,VAR=value] ..." runs the bench again after the first, with the same servers
 # and settings, once per entry with those variables set (ALEXANDRIA_INDEX_EVERY=0 to leave a
 # setting out; CODE=DIR to time the alexandria package of another checkout, DIR/alexandria); each
@@ -17,7 +20,12 @@
 # portalocker, and pydantic comes from .whl-infinity). A second call on the same machine reuses the
 # model and the tuning of the first.
 #
-# .whl-infinity, made where PyPI is reachable (the box's Python is 3.12; its image already has
+# .whl, made where PyPI is reachable (the box's Python is 3.12):
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl ebooklib \
+#     beautifulsoup4 soupsieve 'qdrant-edge-py>=0.9,<0.10' semantic-text-splitter python-dotenv \
+#     pypdfium2 orjson pybase64
+# .whl-infinity, likewise (its image already has
 # torch, numpy, typer, rich, pillow and uvloop):
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl-infinity \
