@@ -14,7 +14,7 @@ from alexandria.embedding.endpoints import parse_endpoints
 from alexandria.embedding.models import resolve_model
 from alexandria.embedding.remote import connect, expected_dimension
 from alexandria.errors import RunFailure, UsageError
-from tests.embedding.tiny_server import Behaviour, TinyServer, own_vectors
+from tests.embedding.tiny_server import Behaviour, TinyServer, client_of, own_vectors
 
 MINILM = resolve_model("minilm")
 
@@ -79,50 +79,37 @@ def test_an_endpoint_nobody_answers_is_refused_at_start_in_one_sentence():
 
 def test_429s_are_retried_and_lower_the_endpoints_concurrency():
     behaviour = Behaviour()
-    with TinyServer(behaviour) as server:
-        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=2, concurrency=3)
-        try:
-            behaviour.busy_first = behaviour.requests + 2  # the next two requests are turned away
-            vectors = remote.encode_texts(["a", "b", "c", "d"])
-            assert vectors.shape == (4, 384)
-            stats = remote.stats()[server.url + "/v1/embeddings"]
-            assert stats["rows"] == 4
-            assert stats["concurrency"] < 3
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=2, concurrency=3) as (remote, url):
+        behaviour.busy_first = behaviour.requests + 2  # the next two requests are turned away
+        vectors = remote.encode_texts(["a", "b", "c", "d"])
+        assert vectors.shape == (4, 384)
+        stats = remote.stats()[url]
+        assert stats["rows"] == 4
+        assert stats["concurrency"] < 3
 
 
 def test_a_server_that_slows_down_gets_fewer_requests_at_once_and_every_vector_still_comes():
     behaviour = Behaviour()
-    with TinyServer(behaviour) as server:
-        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=2, concurrency=4)
-        try:
-            remote.encode_texts([f"warm {i}" for i in range(40)])  # its usual speed: 20 requests
-            assert remote.stats()[server.url + "/v1/embeddings"]["concurrency"] == 4
-            behaviour.slow_after, behaviour.delay_s = behaviour.requests, 0.3
-            texts = [f"slow {i}" for i in range(16)]
-            vectors = remote.encode_texts(texts)
-            assert vectors.shape == (16, 384)
-            assert remote.stats()[server.url + "/v1/embeddings"]["concurrency"] < 4
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=2, concurrency=4) as (remote, url):
+        remote.encode_texts([f"warm {i}" for i in range(40)])  # its usual speed: 20 requests
+        assert remote.stats()[url]["concurrency"] == 4
+        behaviour.slow_after, behaviour.delay_s = behaviour.requests, 0.3
+        texts = [f"slow {i}" for i in range(16)]
+        vectors = remote.encode_texts(texts)
+        assert vectors.shape == (16, 384)
+        assert remote.stats()[url]["concurrency"] < 4
 
 
 def test_batches_of_long_texts_and_one_late_answer_are_no_slowdown():
     """A server's time grows with a batch's text and a request has a fixed cost: runs of batches
     of short chunks after long ones, and one late answer now and then, keep the concurrency."""
     behaviour = Behaviour(base_delay_s=0.004, delay_per_char_s=2e-6, late_every=15, late_s=0.15)
-    with TinyServer(behaviour) as server:
-        url = server.url + "/v1/embeddings"
-        remote = connect(MINILM, [url], batch=4, concurrency=4)
-        try:
-            for _ in range(3):
-                remote.encode_texts(["x" * 4000] * 24)  # 6 batches of long texts
-                remote.encode_texts(["short"] * 24)  # then 6 of short ones
-            assert remote.stats()[url]["concurrency"] == 4
-            assert behaviour.requests > 30
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=4, concurrency=4) as (remote, url):
+        for _ in range(3):
+            remote.encode_texts(["x" * 4000] * 24)  # 6 batches of long texts
+            remote.encode_texts(["short"] * 24)  # then 6 of short ones
+        assert remote.stats()[url]["concurrency"] == 4
+        assert behaviour.requests > 30
 
 
 def test_a_batch_cut_for_a_bigger_endpoint_goes_to_a_smaller_one_in_requests_it_accepts():
@@ -156,13 +143,9 @@ def test_vectors_come_as_base64_where_the_server_can_and_as_numbers_where_it_can
     """base64 float32 saves parsing a JSON number per element (under the run's GIL); a server
     that refuses it is asked for numbers after the probe, one that ignores it is read as sent."""
     behaviour = Behaviour(base64=server)
-    with TinyServer(behaviour) as tiny:
-        remote = connect(MINILM, [tiny.url + "/v1/embeddings"], batch=4)
-        try:
-            texts = [f"text {i}" for i in range(10)]
-            got = remote.encode_texts(texts)
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=4) as (remote, url):
+        texts = [f"text {i}" for i in range(10)]
+        got = remote.encode_texts(texts)
     np.testing.assert_allclose(got, own_vectors(texts), atol=1e-6)
     asked = behaviour.encodings
     if server == "refuse":  # the probe asked once for base64, everything after for numbers
@@ -173,51 +156,39 @@ def test_vectors_come_as_base64_where_the_server_can_and_as_numbers_where_it_can
 
 def test_a_groups_part_full_last_batch_goes_out_with_the_next_groups_first_texts():
     behaviour = Behaviour()
-    with TinyServer(behaviour) as server:
-        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=8, concurrency=2)
-        try:
-            first, second = [f"a {i}" for i in range(20)], [f"b {i}" for i in range(10)]
-            probe = behaviour.requests
-            one = remote.submit_texts(first, hold_tail=True)  # 8 + 8 out, 4 held
-            assert one.sent == 16 and not one.done()
-            two = remote.submit_texts(second, hold_tail=True)  # 4 + 4 out, 6 held
-            assert one.sent == 20 and two.sent == 4
-            with pytest.raises(RuntimeError, match="flush"):
-                two.result()
-            remote.flush()
-            np.testing.assert_allclose(one.result(), own_vectors(first), atol=1e-6)
-            np.testing.assert_allclose(two.result(), own_vectors(second), atol=1e-6)
-            assert behaviour.requests - probe == 4  # 30 texts in batches of 8: 8, 8, 8, 6
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=8, concurrency=2) as (remote, url):
+        first, second = [f"a {i}" for i in range(20)], [f"b {i}" for i in range(10)]
+        probe = behaviour.requests
+        one = remote.submit_texts(first, hold_tail=True)  # 8 + 8 out, 4 held
+        assert one.sent == 16 and not one.done()
+        two = remote.submit_texts(second, hold_tail=True)  # 4 + 4 out, 6 held
+        assert one.sent == 20 and two.sent == 4
+        with pytest.raises(RuntimeError, match="flush"):
+            two.result()
+        remote.flush()
+        np.testing.assert_allclose(one.result(), own_vectors(first), atol=1e-6)
+        np.testing.assert_allclose(two.result(), own_vectors(second), atol=1e-6)
+        assert behaviour.requests - probe == 4  # 30 texts in batches of 8: 8, 8, 8, 6
 
 
 def test_a_tail_waits_for_one_next_group_only_even_when_both_make_less_than_a_batch():
     behaviour = Behaviour()
-    with TinyServer(behaviour) as server:
-        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=8, concurrency=2)
-        try:
-            one = remote.submit_texts(["a 1", "a 2", "a 3"], hold_tail=True)  # all three held
-            assert one.sent == 0
-            two = remote.submit_texts(["b 1", "b 2"], hold_tail=True)  # 5: out together, part-full
-            assert one.sent == 3 and two.sent == 2
-            np.testing.assert_allclose(one.result(), own_vectors(["a 1", "a 2", "a 3"]), atol=1e-6)
-            np.testing.assert_allclose(two.result(), own_vectors(["b 1", "b 2"]), atol=1e-6)
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=8, concurrency=2) as (remote, url):
+        one = remote.submit_texts(["a 1", "a 2", "a 3"], hold_tail=True)  # all three held
+        assert one.sent == 0
+        two = remote.submit_texts(["b 1", "b 2"], hold_tail=True)  # 5: out together, part-full
+        assert one.sent == 3 and two.sent == 2
+        np.testing.assert_allclose(one.result(), own_vectors(["a 1", "a 2", "a 3"]), atol=1e-6)
+        np.testing.assert_allclose(two.result(), own_vectors(["b 1", "b 2"]), atol=1e-6)
 
 
 def test_a_stop_still_sends_the_rows_held_back_for_the_group_before():
     behaviour = Behaviour()
-    with TinyServer(behaviour) as server:
-        remote = connect(MINILM, [server.url + "/v1/embeddings"], batch=8, concurrency=2)
-        try:
-            first = [f"a {i}" for i in range(12)]
-            one = remote.submit_texts(first, hold_tail=True)
-            assert remote.submit_texts(["b"] * 30, lambda: True, hold_tail=True) is None
-            np.testing.assert_allclose(one.result(), own_vectors(first), atol=1e-6)
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=8, concurrency=2) as (remote, url):
+        first = [f"a {i}" for i in range(12)]
+        one = remote.submit_texts(first, hold_tail=True)
+        assert remote.submit_texts(["b"] * 30, lambda: True, hold_tail=True) is None
+        np.testing.assert_allclose(one.result(), own_vectors(first), atol=1e-6)
 
 
 def test_an_endpoints_time_in_flight_is_counted_while_requests_are_out():
@@ -237,17 +208,12 @@ def test_an_endpoints_time_in_flight_is_counted_while_requests_are_out():
 
 def test_the_stats_say_how_full_the_endpoint_was_kept():
     behaviour = Behaviour(base_delay_s=0.02)
-    with TinyServer(behaviour) as server:
-        url = server.url + "/v1/embeddings"
-        remote = connect(MINILM, [url], batch=2, concurrency=3)
-        try:
-            assert "mean_in_flight" not in remote.stats()[url]  # nothing sent yet: no span
-            remote.encode_texts([f"t {i}" for i in range(60)])  # 30 requests, three at a time
-            stats = remote.stats()[url]
-            assert 2.0 < stats["mean_in_flight"] <= 3.0
-            assert 0.9 < stats["busy_share"] <= 1.0
-        finally:
-            remote.close()
+    with client_of(behaviour, batch=2, concurrency=3) as (remote, url):
+        assert "mean_in_flight" not in remote.stats()[url]  # nothing sent yet: no span
+        remote.encode_texts([f"t {i}" for i in range(60)])  # 30 requests, three at a time
+        stats = remote.stats()[url]
+        assert 2.0 < stats["mean_in_flight"] <= 3.0
+        assert 0.9 < stats["busy_share"] <= 1.0
 
 
 def test_the_usual_time_of_an_answer_is_fitted_to_its_size():
@@ -266,15 +232,11 @@ def test_the_usual_time_of_an_answer_is_fitted_to_its_size():
 
 def test_a_wrong_number_of_vectors_fails_the_batch_loudly():
     behaviour = Behaviour()
-    with TinyServer(behaviour) as server:
-        remote = connect(MINILM, [server.url + "/embeddings"])
-        try:
-            behaviour.extra_vectors = 1
-            with pytest.raises(RunFailure, match=r"answered a batch of 2 texts with 3 vectors for 2 "
-                                                 r"texts; nothing of it was stored"):
-                remote.encode_texts(["a", "b"])
-        finally:
-            remote.close()
+    with client_of(behaviour, "/embeddings") as (remote, url):
+        behaviour.extra_vectors = 1
+        with pytest.raises(RunFailure, match=r"answered a batch of 2 texts with 3 vectors for 2 "
+                                             r"texts; nothing of it was stored"):
+            remote.encode_texts(["a", "b"])
 
 
 def test_a_server_gone_past_the_retry_budget_fails_the_run_naming_it():

@@ -7,14 +7,20 @@ route."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from alexandria.embedding.remote import RemoteEmbedder
 
 
 @dataclass
@@ -42,6 +48,22 @@ class Behaviour:
 def vector(text: str, dimension: int) -> list[float]:
     seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
     return np.random.default_rng(seed).standard_normal(dimension).astype(float).tolist()
+
+
+@contextlib.contextmanager
+def client_of(behaviour: Behaviour, route: str = "/v1/embeddings", **settings: Any
+              ) -> Iterator[tuple[RemoteEmbedder, str]]:
+    """A tiny server that behaves so, and the client connected to it for minilm (closed after)."""
+    from alexandria.embedding.models import resolve_model
+    from alexandria.embedding.remote import connect
+
+    with TinyServer(behaviour) as server:
+        url = server.url + route
+        remote = connect(resolve_model("minilm"), [url], **settings)
+        try:
+            yield remote, url
+        finally:
+            remote.close()
 
 
 def own_vectors(texts: list[str], dimension: int = 384) -> np.ndarray:

@@ -94,26 +94,19 @@ def test_a_stop_abandons_the_groups_not_yet_on_the_device(embedder, ids):
 def test_groups_sent_to_a_server_each_get_their_own_rows_though_batches_cross_them():
     """The feeder holds a group's part-full last batch back for the next group's first texts:
     every group still gets exactly its own vectors, in order, and the last tail goes out."""
-    from alexandria.embedding.models import resolve_model
-    from alexandria.embedding.remote import connect
-    from tests.embedding.tiny_server import Behaviour, TinyServer, own_vectors
+    from tests.embedding.tiny_server import Behaviour, client_of, own_vectors
 
     behaviour = Behaviour()
-    with TinyServer(behaviour) as server:
-        remote = connect(resolve_model("minilm"), [server.url + "/v1/embeddings"], batch=8,
-                         concurrency=2)
+    with client_of(behaviour, batch=8, concurrency=2) as (remote, _):
         done: queue.Queue = queue.Queue()
         feeder = Feeder(remote, 1024, 64, done, lambda: False)
-        try:
-            feeder.start()
-            groups = []
-            for g, n in enumerate([13, 1, 1, 5, 8, 21, 1, 3]):  # tails shorter than a batch too
-                texts = [f"group {g} text {i}" for i in range(n)]
-                groups.append(Group([f"g{g}"], [], n, texts))
-                feeder.put(groups[-1])
-            feeder.close()
-        finally:
-            remote.close()
+        feeder.start()
+        groups = []
+        for g, n in enumerate([13, 1, 1, 5, 8, 21, 1, 3]):  # tails shorter than a batch too
+            texts = [f"group {g} text {i}" for i in range(n)]
+            groups.append(Group([f"g{g}"], [], n, texts))
+            feeder.put(groups[-1])
+        feeder.close()
     back = [done.get_nowait() for _ in groups]
     assert [e.group.parts for e in back] == [g.parts for g in groups]  # in the order given
     for e in back:
