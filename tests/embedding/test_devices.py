@@ -124,7 +124,7 @@ def test_a_group_fills_across_books_unless_a_device_runs_out_of_work(small_libra
             assert any(n > 1 for n, _ in groups) and len(groups) < books
 
 
-@pytest.mark.slow
+@pytest.mark.long  # grouping's own tests are fast; this is its whole run
 def test_the_last_books_go_in_groups_of_one_budget(small_library, tmp_path, monkeypatch):
     """Once every book is in a worker, a group holds one token budget, not four: the last groups
     end together on several GPUs, and the last vectors (written after the GPU is done) are few."""

@@ -152,7 +152,7 @@ def test_pack_layout():
     assert batch.max_length == 3 and batch.rows == 3
 
 
-@pytest.mark.slow
+@pytest.mark.long  # two full ingests; the packed kernels' own tests are fast
 def test_a_packed_ingest_finds_what_a_padded_one_finds(small_library, tmp_path):
     """The whole pipeline with --packing on (the GPU's path, run here on the CPU): the same chunks,
     and a search ranks the same passages with the same scores.

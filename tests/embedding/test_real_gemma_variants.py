@@ -16,7 +16,7 @@ from alexandria.embedding.onnx import EXPORT_NAME, export_dir, load_onnx
 from tests.embedding.gemma import gemma_folder
 from tests.embedding.test_real_gemma import TEXTS
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.long  # an ONNX export of the real model: minutes on a CPU
 
 # EmbeddingGemma's int8 vectors against its fp32 torch ones on real text: the lowest cosine
 # measured was 0.992 on 32 corpus chunks (docs/performance.md); quantizing the MLP down

@@ -102,7 +102,7 @@ def test_searches_at_random_moments_of_a_few_ingests_all_answer(tmp_path, small_
     check_searches_during_ingests(tmp_path, small_library, tries=2)
 
 
-@pytest.mark.slow  # ~20 ingests of four small books
+@pytest.mark.long  # ~20 ingests of four small books; the slow suite runs a few
 def test_searches_at_random_moments_of_twenty_ingests_all_answer(tmp_path, small_library):
     check_searches_during_ingests(tmp_path, small_library, tries=20)
 

@@ -75,7 +75,7 @@ def test_a_failed_part_fails_the_book_and_small_or_semantic_books_are_never_spli
     assert semantic.parts == 0 and semantic.sentences is not None
 
 
-@pytest.mark.slow
+@pytest.mark.long  # the corpus's dictionary, twice
 def test_a_run_that_splits_its_big_books_stores_what_an_unsplit_run_stores(
         small_library, tmp_path, monkeypatch):
     need_corpus()  # the corpus's dictionary is the big book

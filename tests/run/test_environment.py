@@ -138,7 +138,7 @@ echo "rc2=$?"
     assert final["mismatches"] == 0 and final["totals"]["done"] == 2
 
 
-@pytest.mark.slow
+@pytest.mark.long  # a library big enough to be read ahead of the model
 def test_library_vanishes_mid_run(tmp_path, sample_epubs):
     """The share is unmounted while books are still being read: stop, keep what is done."""
     lib = tmp_path / "lib"

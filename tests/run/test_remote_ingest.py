@@ -319,6 +319,7 @@ def test_bench_with_embed_url_compares_real_runs_with_the_servers_alone_over_one
     assert_key_never_shown(proc.stdout, proc.stderr, folders=(tmp_path,))
 
 
+@pytest.mark.long  # the bench's store option; the server engine has its own tests
 def test_bench_with_embed_url_can_write_its_runs_to_a_qdrant_server_instead(
         servers, small_epubs, tmp_path):
     from qdrant_client import QdrantClient
@@ -342,6 +343,7 @@ def test_bench_with_embed_url_can_write_its_runs_to_a_qdrant_server_instead(
         client.close()
 
 
+@pytest.mark.long  # the SIGKILL test below also builds mid-run; this one compares a clean run
 def test_a_run_indexes_its_first_points_while_it_goes_on_and_stores_exactly_the_same(
         servers, library, clean, tmp_path):
     from alexandria.store.edge import EdgeStore

@@ -1,6 +1,6 @@
 """One library for the browser and API tests, ingested once per session with the real model: the
-sample library, an EPUB whose text holds <script>, a broken EPUB and, with the corpus, Moby-Dick,
-a Hebrew and a Japanese book; and one `alexandria serve` over it."""
+sample library, an EPUB whose text holds <script>, a broken EPUB and, with the corpus, a Hebrew
+and a Japanese book; and one `alexandria serve` over it."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ SCRIPT_TEXT = ("Harbour tides rise twice a day. <script>window.__pwned = 1</scri
                "<img src=x onerror=\"window.__pwned = 2\"> The tide tables of the harbour master "
                "list every high water of the year for the pilots of the port.")
 CORPUS_BOOKS = {
-    "moby": "books/idpf-moby-dick.epub",
     "hebrew": "books/idpf-israelsailing.epub",
     "japanese": "books/idpf-mymedia_lite.epub",
 }

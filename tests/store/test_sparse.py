@@ -34,13 +34,25 @@ def cli_search(args: list[str], query: str, *more: str) -> list[dict]:
     return json.loads(proc.stdout)
 
 
+def api_search(args: list[str], query: str, **more) -> list[dict]:
+    """The same search through the Python API, in this process: the model loads once, where each
+    command loads it again (the tests check the command once each, then ask the API)."""
+    from alexandria import SearchOptions, search
+
+    where = dict(zip(args[::2], args[1::2], strict=True))
+    opts = SearchOptions(model="minilm", device="cpu", store=Path(where["--store"]),
+                         qdrant_url=where.get("--qdrant-url"), **more)
+    return json.loads(json.dumps([r.to_dict() for r in search(query, opts)]))
+
+
 def status(args: list[str]) -> dict:
     proc = run_cli("status", "--json", "--model", "minilm", *args)
     assert proc.returncode in (0, 1), proc.stderr
     return json.loads(proc.stdout)
 
 
-@pytest.fixture(scope="module", params=["edge", "server"])
+@pytest.fixture(scope="module",  # the server engine: on demand (-m long)
+                params=["edge", pytest.param("server", marks=pytest.mark.long)])
 def where(request, tmp_path_factory, sample_library) -> list[str]:
     """The sample library ingested into a new collection: the store options for later commands."""
     root = tmp_path_factory.mktemp(f"sparse-{request.param}")
@@ -57,19 +69,19 @@ def test_a_new_collection_carries_dense_and_sparse_vectors_and_every_mode_search
     s = status(where)
     assert s["vectors"] == {"dense": 384, "sparse": ["bm25"]}
     for mode in ("dense", "sparse", "hybrid"):
-        hits = cli_search(where, "toggling harpoon", "--mode", mode, "--top-k", "3")
+        hits = api_search(where, "toggling harpoon", mode=mode, top_k=3)
         assert hits and hits[0]["title"] == WHALING, mode
         assert "harpoon" in hits[0]["text"].lower()
     # sparse scores are BM25 sums, hybrid scores reciprocal ranks: not cosines
-    sparse = cli_search(where, "toggling harpoon", "--mode", "sparse")
-    hybrid = cli_search(where, "toggling harpoon", "--mode", "hybrid")
+    sparse = api_search(where, "toggling harpoon", mode="sparse")
+    hybrid = api_search(where, "toggling harpoon", mode="hybrid")
     assert sparse[0]["score"] > 1.0 and hybrid[0]["score"] < 0.1
     assert cli_search(where, "toggling harpoon") == hybrid  # the default where sparse vectors exist
     # a word no chunk holds finds nothing lexically; dense still answers
-    assert cli_search(where, "xylophonequartz", "--mode", "sparse") == []
-    assert cli_search(where, "xylophonequartz", "--mode", "dense")
+    assert api_search(where, "xylophonequartz", mode="sparse") == []
+    assert api_search(where, "xylophonequartz", mode="dense")
     # filters apply on both sides of a hybrid search
-    hits = cli_search(where, "harpoon", "--mode", "hybrid", "--author", "Hélène Dufresne")
+    hits = api_search(where, "harpoon", mode="hybrid", author="Hélène Dufresne")
     assert hits and all(h["authors"] == ["Hélène Dufresne"] for h in hits)
     human = run_cli("status", "--model", "minilm", *where)
     assert "vectors: dense 384, sparse bm25" in human.stdout
@@ -121,7 +133,7 @@ def dense_vectors(args: list[str], tmp: Path) -> dict[str, list[float]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("engine", ["edge", "server"])
+@pytest.mark.parametrize("engine", ["edge", pytest.param("server", marks=pytest.mark.long)])
 def test_an_old_dense_only_collection_keeps_working_and_add_sparse_fills_it(
         engine, tmp_path, sample_epubs):
     from alexandria.embedding.models import resolve_model
@@ -140,8 +152,9 @@ def test_an_old_dense_only_collection_keeps_working_and_add_sparse_fills_it(
     assert proc.returncode == 0, proc.stderr
     assert status(args)["vectors"] == {"dense": 384, "sparse": []}
     # the default falls back to dense on an old collection, as search was before
-    assert cli_search(args, "toggling harpoon") == cli_search(args, "toggling harpoon", "--mode", "dense")
-    assert cli_search(args, "toggling harpoon")[0]["title"] == WHALING
+    default = cli_search(args, "toggling harpoon")
+    assert default == api_search(args, "toggling harpoon", mode="dense")
+    assert default[0]["title"] == WHALING
     proc = run_cli("search", "toggling harpoon", "--model", "minilm", "--device", "cpu",
                    "--mode", "hybrid", *args)
     assert proc.returncode == 2 and "--add-sparse" in proc.stderr and "Traceback" not in proc.stderr
@@ -154,8 +167,8 @@ def test_an_old_dense_only_collection_keeps_working_and_add_sparse_fills_it(
     after = dense_vectors(args, tmp_path)
     assert after.keys() == before.keys()
     assert all(after[k] == pytest.approx(before[k], abs=1e-6) for k in before)  # not re-embedded
-    assert cli_search(args, "toggling harpoon", "--mode", "sparse")[0]["title"] == WHALING
-    assert cli_search(args, "toggling harpoon", "--mode", "hybrid")[0]["title"] == WHALING
+    assert api_search(args, "toggling harpoon", mode="sparse")[0]["title"] == WHALING
+    assert api_search(args, "toggling harpoon", mode="hybrid")[0]["title"] == WHALING
     verified = status([*args, "--verify"])
     assert verified["mismatches"] == 0 and verified["totals"]["done"] == 1
     # again: nothing left to fill; a later ingest writes both kinds

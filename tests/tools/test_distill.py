@@ -27,7 +27,7 @@ def test_the_kept_vocabulary_is_the_special_tokens_then_the_most_frequent():
     assert kept_ids(tokenizer, 50, None) == sorted(specials | set(first))
 
 
-@pytest.mark.slow
+@pytest.mark.long  # a distillation, then a run
 def test_a_distilled_model_ingests_and_searches_end_to_end(tmp_path, sample_epubs):
     books = tmp_path / "books"
     books.mkdir()
