@@ -392,13 +392,14 @@ class RemoteEmbedder:
         anything for retry_budget_s."""
         e: Endpoint | None = None
         wait = BACKOFF_S[0]
+        pieces: list[np.ndarray] = []  # answered so far: a retry sends only the rest
         while True:
             if e is None:
                 e = self._take_slot(None)
                 if e is None:  # closed
                     raise RunFailure("the embedding servers were closed")
             try:
-                vectors = self._request_in(e, texts)
+                self._request_in(e, texts, pieces)
             except EndpointError as err:
                 self._failed(e, err)
                 if self._closed:  # the run is over (failed or stopped): nobody waits for this batch
@@ -424,19 +425,18 @@ class RemoteEmbedder:
             with self._cond:
                 e.count(-1, time.monotonic())
                 self._cond.notify_all()
-            return vectors
+            return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
-    def _request_in(self, e: Endpoint, texts: list[str]) -> np.ndarray:
-        """The batch from e, in requests of at most e's batch size (it was cut for the endpoint
-        that looked least loaded when it was queued, and TEI refuses more inputs than its
-        limit), each answer counted and timed on its own."""
-        pieces = []
-        for i in range(0, len(texts), e.batch):
+    def _request_in(self, e: Endpoint, texts: list[str], pieces: list[np.ndarray]) -> None:
+        """The texts not answered yet (past those in pieces) from e, in requests of at most e's
+        batch size (the batch was cut for the endpoint that looked least loaded when it was
+        queued, and TEI refuses more inputs than its limit), each answer added to pieces,
+        counted and timed on its own."""
+        for i in range(sum(map(len, pieces)), len(texts), e.batch):
             piece = texts[i:i + e.batch]
             started = time.monotonic()
             pieces.append(self._request(e, piece))
             self._answered(e, len(piece), sum(map(len, piece)), time.monotonic() - started)
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
     def _any_up_locked(self) -> bool:
         now = time.monotonic()

@@ -138,6 +138,25 @@ def test_a_batch_cut_for_a_bigger_endpoint_goes_to_a_smaller_one_in_requests_it_
             alone.close()
 
 
+def test_a_split_batch_whose_later_request_fails_sends_only_the_rest_again():
+    """The pieces of a split batch already answered are kept: the retry (here or on the other
+    endpoint) sends the texts after them, and no text is counted twice."""
+    big, small = Behaviour(base_delay_s=0.05), Behaviour(max_inputs=2, busy_every=3)
+    with TinyServer(big) as a, TinyServer(small) as b:
+        urls = [a.url + "/v1/embeddings#batch=8&concurrency=1",
+                b.url + "/v1/embeddings#batch=2&concurrency=2"]
+        remote = connect(MINILM, urls)
+        try:
+            texts = [f"text {i}" for i in range(96)]
+            vectors = remote.encode_texts(texts)
+            stats = remote.stats()
+        finally:
+            remote.close()
+    np.testing.assert_allclose(vectors, own_vectors(texts), atol=1e-6)
+    assert small.requests >= 3 and small.largest == 2  # some of its requests were turned away
+    assert sum(s["rows"] for s in stats.values()) == len(texts)
+
+
 @pytest.mark.parametrize("server", ["yes", "refuse", "ignore"])
 def test_vectors_come_as_base64_where_the_server_can_and_as_numbers_where_it_cannot(server):
     """base64 float32 saves parsing a JSON number per element (under the run's GIL); a server

@@ -28,6 +28,7 @@ class Behaviour:
     dimension: int = 384
     extra_vectors: int = 0  # answer this many vectors more than asked
     busy_first: int = 0  # the first N requests get 429
+    busy_every: int | None = None  # and every Nth request after them
     after_ok: int | None = None  # once this many requests were answered, answer with extra_vectors
     slow_after: int | None = None  # once this many requests were answered, each takes delay_s
     delay_s: float = 0.0
@@ -94,7 +95,7 @@ class TinyServer:
                     b.seen_auth.append(self.headers.get("Authorization"))
                 if self.path not in ("/v1/embeddings", "/embeddings"):
                     return self._send(404, {"detail": "Not Found"})
-                if n <= b.busy_first:
+                if n <= b.busy_first or (b.busy_every and n % b.busy_every == 0):
                     return self._send(429, {"error": "busy"})
                 texts = body["input"]
                 encoding = body.get("encoding_format", "float")
