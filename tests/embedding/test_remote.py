@@ -4,15 +4,17 @@ answers of real servers are checked against real infinity in tests/run/test_remo
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 
 from alexandria.embedding.endpoints import parse_endpoints
 from alexandria.embedding.models import resolve_model
-from alexandria.embedding.remote import connect, expected_dimension
+from alexandria.embedding.remote import RemoteEmbedder, connect, expected_dimension
 from alexandria.errors import RunFailure, UsageError
 from tests.embedding.tiny_server import Behaviour, TinyServer, client_of, own_vectors
 
@@ -112,46 +114,42 @@ def test_batches_of_long_texts_and_one_late_answer_are_no_slowdown():
         assert behaviour.requests > 30
 
 
+@contextlib.contextmanager
+def big_and_small(small: Behaviour) -> Iterator[tuple[RemoteEmbedder, Behaviour, str]]:
+    """A slow server taking 8 texts a request, one at a time, and one taking 2 a request, two at
+    a time, behaving as `small` says; the client of both; the big one's behaviour, the small's URL."""
+    big = Behaviour(base_delay_s=0.05)
+    with TinyServer(big) as a, TinyServer(small) as b:
+        remote = connect(MINILM, [a.url + "/v1/embeddings#batch=8&concurrency=1",
+                                  b.url + "/v1/embeddings#batch=2&concurrency=2"])
+        try:
+            yield remote, big, b.url + "/v1/embeddings"
+        finally:
+            remote.close()
+
+
 def test_a_batch_cut_for_a_bigger_endpoint_goes_to_a_smaller_one_in_requests_it_accepts():
     """Batches are cut for the endpoint that looks least loaded when they are queued; one that
     runs on another endpoint with a smaller limit (TEI refuses more inputs than its own) is sent
     there in pieces of that endpoint's size."""
-    big, small = Behaviour(base_delay_s=0.05), Behaviour(max_inputs=2)
-    with TinyServer(big) as a, TinyServer(small) as b:
-        urls = [a.url + "/v1/embeddings#batch=8&concurrency=1",
-                b.url + "/v1/embeddings#batch=2&concurrency=2"]
-        remote = connect(MINILM, urls)
-        try:
-            texts = [f"text {i}" for i in range(64)]
-            vectors = remote.encode_texts(texts)
-            assert vectors.shape == (64, 384)
-            stats = remote.stats()
-            small_stats = stats[b.url + "/v1/embeddings"]
-            assert 0 < small_stats["rows"] <= 2 * small_stats["requests"]  # each request counted
-            assert small.largest == 2 and big.largest == 8
-        finally:
-            remote.close()
-        alone = connect(MINILM, [a.url + "/v1/embeddings"])
-        try:  # each text's own vector, in order
-            np.testing.assert_allclose(vectors, alone.encode_texts(texts), atol=1e-6)
-        finally:
-            alone.close()
+    small = Behaviour(max_inputs=2)
+    texts = [f"text {i}" for i in range(64)]
+    with big_and_small(small) as (remote, big, small_url):
+        vectors = remote.encode_texts(texts)
+        small_stats = remote.stats()[small_url]
+    np.testing.assert_allclose(vectors, own_vectors(texts), atol=1e-6)  # each its own, in order
+    assert 0 < small_stats["rows"] <= 2 * small_stats["requests"]  # each request counted
+    assert small.largest == 2 and big.largest == 8
 
 
 def test_a_split_batch_whose_later_request_fails_sends_only_the_rest_again():
     """The pieces of a split batch already answered are kept: the retry (here or on the other
     endpoint) sends the texts after them, and no text is counted twice."""
-    big, small = Behaviour(base_delay_s=0.05), Behaviour(max_inputs=2, busy_every=3)
-    with TinyServer(big) as a, TinyServer(small) as b:
-        urls = [a.url + "/v1/embeddings#batch=8&concurrency=1",
-                b.url + "/v1/embeddings#batch=2&concurrency=2"]
-        remote = connect(MINILM, urls)
-        try:
-            texts = [f"text {i}" for i in range(96)]
-            vectors = remote.encode_texts(texts)
-            stats = remote.stats()
-        finally:
-            remote.close()
+    small = Behaviour(max_inputs=2, busy_every=3)
+    texts = [f"text {i}" for i in range(96)]
+    with big_and_small(small) as (remote, _, _):
+        vectors = remote.encode_texts(texts)
+        stats = remote.stats()
     np.testing.assert_allclose(vectors, own_vectors(texts), atol=1e-6)
     assert small.requests >= 3 and small.largest == 2  # some of its requests were turned away
     assert sum(s["rows"] for s in stats.values()) == len(texts)
