@@ -12,8 +12,9 @@
 #
 # COMPARE="name:VAR=value[,VAR=value] ..." runs the bench again after the first, with the same servers
 # and settings, once per entry with those variables set (ALEXANDRIA_INDEX_EVERY=0 to leave a
-# setting out; CODE=DIR to time the alexandria package of another checkout, DIR/alexandria); each
-# writes remote-NAME.json. They run from /tmp, so that `-m alexandria` is the one PYTHONPATH names.
+# setting out; CODE=DIR to time the alexandria package of another checkout, DIR/alexandria;
+# ARGS=--option=value for one more bench option, such as ARGS=--workers=4); each writes
+# remote-NAME.json. They run from /tmp, so that `-m alexandria` is the one PYTHONPATH names.
 #
 # QDRANT_URL=local:/tmp/qdrant (or a server's URL) writes the runs there instead of a fresh
 # embedded store (bench --qdrant-url; .whl-qc carries qdrant-client and its grpcio, protobuf and
@@ -89,11 +90,12 @@ for entry in ${COMPARE:-}; do
   vars=$(echo "${entry#*:}" | tr ',' ' ')
   code=$(echo "$vars" | tr ' ' '\n' | sed -n 's/^CODE=//p')
   code=$(realpath "${code:-$ROOT}")
+  args=$(echo "$vars" | tr ' ' '\n' | sed -n 's/^ARGS=//p')
   # shellcheck disable=SC2046,SC2086  # the entry's assignments
   (cd /tmp && env PYTHONPATH="/tmp/site:$code" $vars python3 -m alexandria bench \
     --embed-url "$TUNED" --model /tmp/bge --corpus "$BOOKS" --tokens "$TOKENS" \
     --repeats "$REPEATS" --workdir "/tmp/bench-$name" --json "$OUT/remote-$name.json" \
-    ${QDRANT_URL:+--qdrant-url "$QDRANT_URL"})
+    ${QDRANT_URL:+--qdrant-url "$QDRANT_URL"} $args)
   for d in /tmp/bench-"$name"/run-*; do
     cp "$d/report.json" "$OUT/report-$name-${d##*/}.json" 2>/dev/null || true
   done
