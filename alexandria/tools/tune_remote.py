@@ -74,7 +74,7 @@ def choose(trials: list[RemoteTrial]) -> RemoteTrial | None:
 
 
 def time_endpoint(remote: RemoteEmbedder, texts: list[str], tokens: int, batch: int,
-                  concurrency: int, repeats: int = REPEATS) -> RemoteTrial:
+                  concurrency: int) -> RemoteTrial:
     e = remote.endpoints[0]
     e.batch, e.concurrency, e.limit = batch, concurrency, concurrency
     e.latency = Latency()  # "usual" latency depends on the concurrency: learnt again
@@ -82,7 +82,7 @@ def time_endpoint(remote: RemoteEmbedder, texts: list[str], tokens: int, batch: 
         # warm: connections and the server's shapes, on at most a quarter of the sample
         remote.encode_texts(texts[: min(batch * concurrency, max(1, len(texts) // 4))])
         seconds = float("inf")
-        for _ in range(repeats):
+        for _ in range(REPEATS):
             started = time.perf_counter()
             remote.encode_texts(texts)
             seconds = min(seconds, time.perf_counter() - started)
